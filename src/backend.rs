@@ -1,0 +1,67 @@
+//! What a backend is to rouse: something that can be started, watched and stopped.
+//!
+//! Each kind of backend is one file under `backend/` implementing [`Backend`] (start) and
+//! [`Instance`] (watch and stop one started backend). Everything the kinds share — coalescing
+//! starts, probing readiness, timeouts, the idle stop — lives in [`crate::lifecycle`], so a
+//! new kind never touches routing, holding or forwarding.
+
+pub mod exec;
+
+use std::future::Future;
+use std::pin::Pin;
+use std::time::Duration;
+
+use crate::config::{BackendConfig, RouteConfig};
+use crate::error::fmt_duration;
+
+/// A boxed, sendable future: what the backend traits return, so they can be used as objects.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// A kind of backend, configured for one route.
+pub trait Backend: Send + Sync + 'static {
+    /// Issues the start and resolves once the backend has been launched (not yet ready:
+    /// readiness is probed by the lifecycle). Dropping the future must not leak what it began.
+    fn start(&self) -> BoxFuture<'_, Result<Box<dyn Instance>, StartError>>;
+}
+
+/// One started backend.
+pub trait Instance: Send + 'static {
+    /// Resolves when the backend ends on its own, with a one-line cause. Must be cancel-safe:
+    /// the lifecycle polls it in a `select!` and calls it again later.
+    fn exited(&mut self) -> BoxFuture<'_, String>;
+
+    /// Stops the backend and resolves once it is gone (forcefully, if it does not go by itself).
+    fn stop(self: Box<Self>) -> BoxFuture<'static, Result<(), StopError>>;
+}
+
+/// Why a start failed; shared by every request that was held on it.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The program could not be run at all.
+    #[error("cannot run \"{program}\": {source}")]
+    Spawn {
+        /// The program as configured.
+        program: String,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The backend ended before it became ready.
+    #[error("backend exited during start: {0}")]
+    Exited(String),
+    /// The backend was not ready within `start_timeout`.
+    #[error("backend not ready after {}", fmt_duration(*.0))]
+    Timeout(Duration),
+}
+
+/// Why a stop did not go cleanly (the backend is gone all the same, or as good as).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct StopError(pub String);
+
+/// The backend a route's config describes, or `None` for an always-on upstream.
+pub fn for_route(route: &RouteConfig) -> Option<Box<dyn Backend>> {
+    match &route.backend {
+        BackendConfig::None => None,
+        BackendConfig::Exec(cfg) => Some(Box::new(exec::Exec::new(&route.name, cfg.clone()))),
+    }
+}

@@ -1,0 +1,230 @@
+//! The validated configuration: what every other module reads.
+//!
+//! The TOML file is parsed into the raw serde structs of [`raw`], then checked once, field by
+//! field, into [`Config`]. Runtime code never sees an unchecked value. Every rejection carries the
+//! file, line and column of the offending value and says what to write instead.
+//!
+//! This module must not touch sockets or processes: it only reads and checks text.
+
+mod raw;
+#[cfg(test)]
+mod tests;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::route::HostPattern;
+
+/// A config error, located in its file.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}:{line}:{col}: {message}", path.display())]
+pub struct ConfigError {
+    /// The config file.
+    pub path: PathBuf,
+    /// 1-based line of the offending value.
+    pub line: usize,
+    /// 1-based column of the offending value.
+    pub col: usize,
+    /// What is wrong, and what to write instead.
+    pub message: String,
+}
+
+/// The whole validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Where it was read from.
+    pub path: PathBuf,
+    /// Process-wide settings.
+    pub proxy: ProxyConfig,
+    /// The sockets rouse accepts on.
+    pub listeners: Vec<ListenerConfig>,
+    /// The sites rouse fronts.
+    pub routes: Vec<RouteConfig>,
+}
+
+/// `[proxy]`: settings of the process as a whole.
+#[derive(Debug, Clone)]
+pub struct ProxyConfig {
+    /// Exit once every route has been stopped, and no client connection open, this long.
+    pub idle_exit: Option<Duration>,
+    /// On shutdown, how long in-flight requests may take to finish.
+    pub drain_timeout: Duration,
+    /// A client must send a whole request head within this.
+    pub header_timeout: Duration,
+    /// An idle client connection (no request in flight) is closed after this.
+    pub keepalive_timeout: Duration,
+    /// Largest request head accepted, in bytes.
+    pub max_header_bytes: usize,
+}
+
+impl Default for ProxyConfig {
+    fn default() -> Self {
+        ProxyConfig {
+            idle_exit: None,
+            drain_timeout: Duration::from_secs(10),
+            header_timeout: Duration::from_secs(30),
+            keepalive_timeout: Duration::from_secs(60),
+            max_header_bytes: 64 * 1024,
+        }
+    }
+}
+
+/// `[[listener]]`: one socket, inherited by name or bound.
+#[derive(Debug, Clone)]
+pub struct ListenerConfig {
+    /// Matches the `FileDescriptorName=` of an inherited socket.
+    pub name: String,
+    /// Where to bind when the socket is not inherited.
+    pub bind: SocketAddr,
+    /// What is spoken on it.
+    pub protocol: Protocol,
+}
+
+/// The protocol of a listener.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    /// Cleartext HTTP/1.1, and HTTP/2 with prior knowledge.
+    Http,
+}
+
+impl fmt::Display for Protocol {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Protocol::Http => f.write_str("http"),
+        }
+    }
+}
+
+/// `[[route]]`: one site.
+#[derive(Debug, Clone)]
+pub struct RouteConfig {
+    /// Unique name, used in logs and error bodies.
+    pub name: String,
+    /// Host names (exact or `*.suffix`) that select this route.
+    pub hosts: Vec<HostPattern>,
+    /// Where requests are forwarded.
+    pub upstream: SocketAddr,
+    /// The backend is stopped after this long without requests or connections.
+    pub idle_timeout: Duration,
+    /// A backend not ready this long after its start is given up on (504).
+    pub start_timeout: Duration,
+    /// How readiness is probed.
+    pub ready: ReadyCheck,
+    /// Most requests held while the backend starts.
+    pub max_pending: usize,
+    /// What runs behind the upstream.
+    pub backend: BackendConfig,
+}
+
+/// How rouse decides that a started backend is ready.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReadyCheck {
+    /// A TCP connect to the upstream succeeds.
+    Tcp,
+    /// `GET path` on the upstream answers 2xx or 3xx.
+    Http {
+        /// Request path, starting with `/`.
+        path: String,
+    },
+}
+
+impl fmt::Display for ReadyCheck {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ReadyCheck::Tcp => f.write_str("tcp"),
+            ReadyCheck::Http { path } => write!(f, "http:{path}"),
+        }
+    }
+}
+
+/// `[route.backend]`: what runs behind a route.
+#[derive(Debug, Clone)]
+pub enum BackendConfig {
+    /// Always on: never started or stopped by rouse.
+    None,
+    /// A command rouse runs and stops.
+    Exec(ExecConfig),
+}
+
+/// A backend that is a plain command.
+#[derive(Debug, Clone)]
+pub struct ExecConfig {
+    /// Program and arguments; `$ROUSE` as the program is already resolved to rouse itself.
+    pub command: Vec<String>,
+    /// Variables added to rouse's environment.
+    pub env: BTreeMap<String, String>,
+    /// Working directory (default: the config file's directory).
+    pub working_dir: PathBuf,
+    /// Signal sent to the process group to stop it.
+    pub stop_signal: Signal,
+    /// SIGKILL follows this long after `stop_signal`.
+    pub stop_timeout: Duration,
+}
+
+/// A signal, by number, with the name it was written as.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Signal {
+    /// The signal number.
+    pub number: i32,
+    /// Its canonical name (`SIGTERM`).
+    pub name: &'static str,
+}
+
+impl Signal {
+    /// Parses `SIGTERM`, `TERM` or `sigterm`.
+    pub fn parse(text: &str) -> Option<Signal> {
+        const SIGNALS: &[(&str, i32)] = &[
+            ("SIGTERM", libc::SIGTERM),
+            ("SIGINT", libc::SIGINT),
+            ("SIGQUIT", libc::SIGQUIT),
+            ("SIGHUP", libc::SIGHUP),
+            ("SIGKILL", libc::SIGKILL),
+            ("SIGUSR1", libc::SIGUSR1),
+            ("SIGUSR2", libc::SIGUSR2),
+            ("SIGWINCH", libc::SIGWINCH),
+        ];
+        let upper = text.trim().to_ascii_uppercase();
+        let full = if upper.starts_with("SIG") { upper } else { format!("SIG{upper}") };
+        SIGNALS
+            .iter()
+            .find(|(name, _)| *name == full)
+            .map(|&(name, number)| Signal { number, name })
+    }
+}
+
+impl Config {
+    /// Reads and validates the config file at `path`.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            path: path.to_owned(),
+            line: 1,
+            col: 1,
+            message: format!("cannot read the config file: {e}"),
+        })?;
+        Config::parse(path, &text)
+    }
+
+    /// Validates config `text`, naming `path` in errors and resolving relative paths against it.
+    pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
+        raw::parse(path, text)
+    }
+
+    /// Whether any route has a backend that rouse starts and stops.
+    pub fn has_managed_backends(&self) -> bool {
+        self.routes
+            .iter()
+            .any(|r| !matches!(r.backend, BackendConfig::None))
+    }
+}
+
+/// Turns a byte offset of `text` into a 1-based line and column (columns count characters).
+fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let offset = offset.min(text.len());
+    let before = &text[..offset];
+    let line = before.matches('\n').count() + 1;
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    (line, before[line_start..].chars().count() + 1)
+}

@@ -1,0 +1,426 @@
+//! The config file as serde sees it, and its one-way conversion into [`Config`].
+//!
+//! Values that can be wrong on their own (durations, addresses, hosts) are kept as
+//! [`Spanned`] strings here, so that the check that rejects them can point at them.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use super::{
+    BackendConfig, Config, ConfigError, ExecConfig, ListenerConfig, Protocol, ProxyConfig,
+    ReadyCheck, RouteConfig, Signal, line_col,
+};
+use crate::route::HostPattern;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    #[serde(default)]
+    proxy: Option<Spanned<RawProxy>>,
+    #[serde(default, rename = "listener")]
+    listeners: Vec<Spanned<RawListener>>,
+    #[serde(default, rename = "route")]
+    routes: Vec<Spanned<RawRoute>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawProxy {
+    idle_exit: Option<Spanned<String>>,
+    drain_timeout: Option<Spanned<String>>,
+    header_timeout: Option<Spanned<String>>,
+    keepalive_timeout: Option<Spanned<String>>,
+    max_header_bytes: Option<Spanned<i64>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawListener {
+    name: Spanned<String>,
+    bind: Spanned<String>,
+    #[serde(default)]
+    protocol: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRoute {
+    name: Spanned<String>,
+    hosts: Spanned<Vec<Spanned<String>>>,
+    upstream: Spanned<String>,
+    idle_timeout: Option<Spanned<String>>,
+    start_timeout: Option<Spanned<String>>,
+    ready: Option<Spanned<String>>,
+    max_pending: Option<Spanned<i64>>,
+    backend: Option<Spanned<RawBackend>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawBackend {
+    kind: Spanned<String>,
+    command: Option<Spanned<Vec<String>>>,
+    env: Option<Spanned<BTreeMap<String, String>>>,
+    working_dir: Option<Spanned<String>>,
+    stop_signal: Option<Spanned<String>>,
+    stop_timeout: Option<Spanned<String>>,
+}
+
+/// Default for `[route] idle_timeout`.
+const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(5 * 60);
+/// Default for `[route] start_timeout`.
+const DEFAULT_START_TIMEOUT: Duration = Duration::from_secs(30);
+/// Default for `[route] max_pending`.
+const DEFAULT_MAX_PENDING: usize = 1024;
+/// Default for `[route.backend] stop_timeout`.
+const DEFAULT_STOP_TIMEOUT: Duration = Duration::from_secs(10);
+/// Written as a command's program, stands for the running rouse executable.
+const SELF_PROGRAM: &str = "$ROUSE";
+
+/// Builds located errors for one file.
+struct Checker<'a> {
+    path: &'a Path,
+    text: &'a str,
+}
+
+impl Checker<'_> {
+    fn err(&self, span: Range<usize>, message: impl Into<String>) -> ConfigError {
+        let (line, col) = line_col(self.text, span.start);
+        ConfigError {
+            path: self.path.to_owned(),
+            line,
+            col,
+            message: message.into(),
+        }
+    }
+
+    fn duration(&self, value: &Spanned<String>, key: &str) -> Result<Duration, ConfigError> {
+        parse_duration(value.get_ref()).ok_or_else(|| {
+            self.err(
+                value.span(),
+                format!(
+                    "{key} = \"{}\" is not a duration: write a number and a unit, like \"250ms\", \"30s\" or \"5m\"",
+                    value.get_ref()
+                ),
+            )
+        })
+    }
+
+    fn opt_duration(
+        &self,
+        value: &Option<Spanned<String>>,
+        key: &str,
+        default: Duration,
+    ) -> Result<Duration, ConfigError> {
+        value
+            .as_ref()
+            .map_or(Ok(default), |v| self.duration(v, key))
+    }
+
+    fn addr(&self, value: &Spanned<String>, key: &str) -> Result<SocketAddr, ConfigError> {
+        value.get_ref().trim().parse().map_err(|_| {
+            self.err(
+                value.span(),
+                format!(
+                    "{key} = \"{}\" is not an address: write IP:PORT, like \"127.0.0.1:8080\" or \"[::1]:8080\"",
+                    value.get_ref()
+                ),
+            )
+        })
+    }
+
+    fn positive(&self, value: &Spanned<i64>, key: &str) -> Result<usize, ConfigError> {
+        usize::try_from(*value.get_ref())
+            .ok()
+            .filter(|n| *n > 0)
+            .ok_or_else(|| {
+                self.err(
+                    value.span(),
+                    format!("{key} must be a positive whole number"),
+                )
+            })
+    }
+}
+
+/// Durations are written "250ms", "30s", "5m", "1h"; a bare number is refused as ambiguous.
+fn parse_duration(text: &str) -> Option<Duration> {
+    let text = text.trim();
+    if text.is_empty() || text.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    humantime::parse_duration(text).ok()
+}
+
+pub(super) fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
+    let check = Checker { path, text };
+    let raw: RawConfig = toml::from_str(text).map_err(|e| {
+        let span = e.span().unwrap_or(0..0);
+        // toml's message can span several lines with a snippet; the first line is the cause.
+        let message = e.message().lines().next().unwrap_or("invalid TOML").trim();
+        check.err(span, explain_toml_error(message))
+    })?;
+
+    let proxy = match &raw.proxy {
+        None => ProxyConfig::default(),
+        Some(p) => proxy_config(&check, p.get_ref())?,
+    };
+
+    if raw.listeners.is_empty() {
+        return Err(check.err(
+            0..0,
+            "no [[listener]]: add one, e.g. [[listener]] name = \"http\" bind = \"127.0.0.1:8080\"",
+        ));
+    }
+    let mut listeners = Vec::with_capacity(raw.listeners.len());
+    let mut listener_names: HashMap<String, Range<usize>> = HashMap::new();
+    for l in &raw.listeners {
+        let l = l.get_ref();
+        let name = l.name.get_ref().trim().to_owned();
+        if name.is_empty() || name.contains(':') {
+            return Err(check.err(
+                l.name.span(),
+                "listener name must be non-empty and contain no ':' (it is a FileDescriptorName=)",
+            ));
+        }
+        if listener_names.insert(name.clone(), l.name.span()).is_some() {
+            return Err(check.err(
+                l.name.span(),
+                format!("a listener named \"{name}\" is already defined: give each listener its own name"),
+            ));
+        }
+        let protocol = match l.protocol.as_ref().map(|p| p.get_ref().as_str()) {
+            None | Some("http") => Protocol::Http,
+            Some(other) => {
+                return Err(check.err(
+                    l.protocol.as_ref().map_or(0..0, Spanned::span),
+                    format!("protocol \"{other}\" is not supported: write protocol = \"http\""),
+                ));
+            }
+        };
+        listeners.push(ListenerConfig {
+            name,
+            bind: check.addr(&l.bind, "bind")?,
+            protocol,
+        });
+    }
+
+    if raw.routes.is_empty() {
+        return Err(check.err(
+            0..0,
+            "no [[route]]: add at least one, with name, hosts and upstream",
+        ));
+    }
+    let base_dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .map_or_else(|| PathBuf::from("."), Path::to_owned);
+    let mut routes = Vec::with_capacity(raw.routes.len());
+    let mut route_names: HashMap<String, ()> = HashMap::new();
+    let mut host_owner: HashMap<HostPattern, String> = HashMap::new();
+    for r in &raw.routes {
+        let r = r.get_ref();
+        let name = r.name.get_ref().trim().to_owned();
+        if name.is_empty()
+            || !name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+        {
+            return Err(check.err(
+                r.name.span(),
+                format!("route name \"{name}\" must be non-empty and use only letters, digits, '-', '_' and '.'"),
+            ));
+        }
+        if route_names.insert(name.clone(), ()).is_some() {
+            return Err(check.err(
+                r.name.span(),
+                format!("a route named \"{name}\" is already defined: route names must be unique"),
+            ));
+        }
+        if r.hosts.get_ref().is_empty() {
+            return Err(check.err(
+                r.hosts.span(),
+                "hosts is empty: list at least one host name, like [\"blog.example.com\"]",
+            ));
+        }
+        let mut hosts = Vec::with_capacity(r.hosts.get_ref().len());
+        for h in r.hosts.get_ref() {
+            let pattern = HostPattern::parse(h.get_ref())
+                .map_err(|why| check.err(h.span(), format!("host \"{}\": {why}", h.get_ref())))?;
+            if let Some(owner) = host_owner.get(&pattern) {
+                return Err(check.err(
+                    h.span(),
+                    format!("host \"{pattern}\" is already claimed by route \"{owner}\": each host belongs to one route"),
+                ));
+            }
+            host_owner.insert(pattern.clone(), name.clone());
+            hosts.push(pattern);
+        }
+        let ready = match &r.ready {
+            None => ReadyCheck::Tcp,
+            Some(v) => parse_ready(v.get_ref()).ok_or_else(|| {
+                check.err(
+                    v.span(),
+                    format!("ready = \"{}\" is not a readiness check: write \"tcp\" or \"http:/path\"", v.get_ref()),
+                )
+            })?,
+        };
+        let backend = match &r.backend {
+            None => BackendConfig::None,
+            Some(b) => backend_config(&check, b.get_ref(), &base_dir)?,
+        };
+        routes.push(RouteConfig {
+            name,
+            hosts,
+            upstream: check.addr(&r.upstream, "upstream")?,
+            idle_timeout: check.opt_duration(&r.idle_timeout, "idle_timeout", DEFAULT_IDLE_TIMEOUT)?,
+            start_timeout: check.opt_duration(
+                &r.start_timeout,
+                "start_timeout",
+                DEFAULT_START_TIMEOUT,
+            )?,
+            ready,
+            max_pending: r
+                .max_pending
+                .as_ref()
+                .map_or(Ok(DEFAULT_MAX_PENDING), |v| check.positive(v, "max_pending"))?,
+            backend,
+        });
+    }
+
+    Ok(Config {
+        path: path.to_owned(),
+        proxy,
+        listeners,
+        routes,
+    })
+}
+
+fn proxy_config(check: &Checker<'_>, p: &RawProxy) -> Result<ProxyConfig, ConfigError> {
+    let d = ProxyConfig::default();
+    Ok(ProxyConfig {
+        idle_exit: p
+            .idle_exit
+            .as_ref()
+            .map(|v| check.duration(v, "idle_exit"))
+            .transpose()?,
+        drain_timeout: check.opt_duration(&p.drain_timeout, "drain_timeout", d.drain_timeout)?,
+        header_timeout: check.opt_duration(&p.header_timeout, "header_timeout", d.header_timeout)?,
+        keepalive_timeout: check.opt_duration(
+            &p.keepalive_timeout,
+            "keepalive_timeout",
+            d.keepalive_timeout,
+        )?,
+        max_header_bytes: match &p.max_header_bytes {
+            None => d.max_header_bytes,
+            Some(v) => {
+                let n = check.positive(v, "max_header_bytes")?;
+                if n < 1024 {
+                    return Err(check.err(v.span(), "max_header_bytes must be at least 1024"));
+                }
+                n
+            }
+        },
+    })
+}
+
+fn backend_config(
+    check: &Checker<'_>,
+    b: &RawBackend,
+    base_dir: &Path,
+) -> Result<BackendConfig, ConfigError> {
+    match b.kind.get_ref().as_str() {
+        "none" => {
+            let extra = [
+                b.command.as_ref().map(|v| ("command", v.span())),
+                b.env.as_ref().map(|v| ("env", v.span())),
+                b.working_dir.as_ref().map(|v| ("working_dir", v.span())),
+                b.stop_signal.as_ref().map(|v| ("stop_signal", v.span())),
+                b.stop_timeout.as_ref().map(|v| ("stop_timeout", v.span())),
+            ];
+            if let Some((key, span)) = extra.into_iter().flatten().next() {
+                return Err(check.err(
+                    span,
+                    format!("{key} is not used by kind = \"none\": remove it, or use kind = \"exec\""),
+                ));
+            }
+            Ok(BackendConfig::None)
+        }
+        "exec" => {
+            let Some(command) = &b.command else {
+                return Err(check.err(
+                    b.kind.span(),
+                    "kind = \"exec\" needs command = [\"/path/to/program\", \"arg\", ...]",
+                ));
+            };
+            let mut argv = command.get_ref().clone();
+            if argv.first().is_none_or(|p| p.trim().is_empty()) {
+                return Err(check.err(
+                    command.span(),
+                    "command is empty: its first element is the program to run",
+                ));
+            }
+            if argv[0] == SELF_PROGRAM {
+                argv[0] = std::env::current_exe()
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_else(|_| "rouse".to_owned());
+            }
+            let working_dir = match &b.working_dir {
+                None => base_dir.to_owned(),
+                Some(d) => base_dir.join(d.get_ref()),
+            };
+            let stop_signal = match &b.stop_signal {
+                None => Signal::parse("SIGTERM").expect("SIGTERM is known"),
+                Some(s) => Signal::parse(s.get_ref()).ok_or_else(|| {
+                    check.err(
+                        s.span(),
+                        format!("stop_signal = \"{}\" is not a known signal: write e.g. \"SIGTERM\", \"SIGINT\" or \"SIGQUIT\"", s.get_ref()),
+                    )
+                })?,
+            };
+            Ok(BackendConfig::Exec(ExecConfig {
+                command: argv,
+                env: b.env.as_ref().map(|e| e.get_ref().clone()).unwrap_or_default(),
+                working_dir,
+                stop_signal,
+                stop_timeout: check.opt_duration(
+                    &b.stop_timeout,
+                    "stop_timeout",
+                    DEFAULT_STOP_TIMEOUT,
+                )?,
+            }))
+        }
+        other => Err(check.err(
+            b.kind.span(),
+            format!("backend kind \"{other}\" is not known: write kind = \"exec\" or kind = \"none\""),
+        )),
+    }
+}
+
+fn parse_ready(text: &str) -> Option<ReadyCheck> {
+    match text.trim() {
+        "tcp" => Some(ReadyCheck::Tcp),
+        t => {
+            let path = t.strip_prefix("http:")?;
+            (path.starts_with('/') && !path.contains(char::is_whitespace)).then(|| {
+                ReadyCheck::Http {
+                    path: path.to_owned(),
+                }
+            })
+        }
+    }
+}
+
+/// Adds a hint to the toml parser's messages that users meet most.
+fn explain_toml_error(message: &str) -> String {
+    if let Some(rest) = message.strip_prefix("unknown field ") {
+        // "unknown field `foo`, expected one of `a`, `b`"
+        return format!("unknown key {rest}");
+    }
+    message.to_owned()
+}

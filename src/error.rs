@@ -1,0 +1,96 @@
+//! The errors a client can be answered with, and their single mapping to HTTP responses.
+//!
+//! Every synthetic response rouse sends is built here: one status per error, one line of body
+//! that names the route and the cause. Nothing else in the crate picks a status code for an error.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderValue, Response, StatusCode, header};
+
+use crate::backend::StartError;
+use crate::proxy::Body;
+
+/// Why a request could not be forwarded.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The request named no host at all (no Host header, no authority).
+    #[error("request has no host")]
+    NoHost,
+    /// The host matches no configured route.
+    #[error("no route for host \"{0}\"")]
+    NoRoute(String),
+    /// Too many requests are already held while the route's backend starts.
+    #[error("route \"{route}\": too many requests waiting for the backend to start")]
+    TooManyPending {
+        /// Route name.
+        route: Arc<str>,
+    },
+    /// The backend failed to start (or was not ready in time).
+    #[error("route \"{route}\": {cause}")]
+    StartFailed {
+        /// Route name.
+        route: Arc<str>,
+        /// What went wrong; shared by every request held on that start.
+        cause: Arc<StartError>,
+    },
+    /// rouse is shutting down and will not start the backend any more.
+    #[error("route \"{route}\": rouse is shutting down")]
+    ShuttingDown {
+        /// Route name.
+        route: Arc<str>,
+    },
+    /// The backend was ready but the forwarded request failed.
+    #[error("route \"{route}\": upstream {upstream}: {cause}")]
+    Upstream {
+        /// Route name.
+        route: Arc<str>,
+        /// The upstream address.
+        upstream: std::net::SocketAddr,
+        /// The client error, flattened to its message chain.
+        cause: String,
+    },
+}
+
+/// Seconds a client is told to wait before retrying a request refused with 503.
+const RETRY_AFTER_SECS: u64 = 1;
+
+impl From<&Error> for StatusCode {
+    fn from(err: &Error) -> Self {
+        match err {
+            Error::NoHost | Error::NoRoute(_) => StatusCode::NOT_FOUND,
+            Error::TooManyPending { .. } | Error::ShuttingDown { .. } => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+            Error::StartFailed { cause, .. } => match **cause {
+                StartError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
+                _ => StatusCode::BAD_GATEWAY,
+            },
+            Error::Upstream { .. } => StatusCode::BAD_GATEWAY,
+        }
+    }
+}
+
+impl Error {
+    /// The response a client gets for this error: its status and a one-line plain-text body.
+    pub fn to_response(&self) -> Response<Body> {
+        let status = StatusCode::from(self);
+        let mut resp = Response::new(Body::full(Bytes::from(format!("rouse: {self}\n"))));
+        *resp.status_mut() = status;
+        let headers = resp.headers_mut();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; charset=utf-8"),
+        );
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECS));
+        }
+        resp
+    }
+}
+
+/// Formats a duration the way the config file writes it ("300ms", "20s").
+pub fn fmt_duration(d: Duration) -> String {
+    humantime::format_duration(d).to_string()
+}

@@ -1,0 +1,39 @@
+//! rouse: a reverse proxy that starts a site's backend on the first request and stops it when
+//! nobody uses it.
+//!
+//! One process, usually socket-activated by systemd, fronts many sites on one socket. Each
+//! request's host picks a route; a route whose backend is stopped starts it, holds the request
+//! (and every other one that arrives meanwhile) until the backend answers, then forwards. A
+//! route with no requests and no open connections for its `idle_timeout` has its backend
+//! stopped; with `idle_exit`, rouse itself exits once everything has been idle, and systemd
+//! starts it again on the next connection.
+//!
+//! # Layout
+//!
+//! Requests flow listener → route → hold → proxy; the backend lifecycle runs beside them.
+//!
+//! - [`config`]: the TOML file, parsed and validated once into [`config::Config`].
+//! - [`listen`]: sockets inherited from systemd (`LISTEN_FDS`), or bound.
+//! - [`server`]: accept loops, HTTP/1.1 + HTTP/2 connections, dispatch, shutdown, `idle_exit`.
+//! - [`route`]: host normalisation and the host → route lookup.
+//! - [`hold`]: the gate where requests wait for a ready backend, bounded by `max_pending`.
+//! - [`lifecycle`]: one supervisor per route: start once, probe, serve, stop when idle.
+//! - [`ready`]: readiness probes (TCP connect, or an HTTP GET).
+//! - [`activity`]: counters of in-flight requests and open connections, and the idle clock.
+//! - [`backend`]: the `Backend`/`Instance` traits; one file per kind ([`backend::exec`]).
+//! - [`proxy`]: the upstream connection pool, the response body, and [`proxy::http`] forwarding.
+//! - [`error`]: every error a client can see, and its single mapping to a status code.
+//! - [`static_site`]: a tiny file/text server for demos and tests (`rouse static`).
+
+pub mod activity;
+pub mod backend;
+pub mod config;
+pub mod error;
+pub mod hold;
+pub mod lifecycle;
+pub mod listen;
+pub mod proxy;
+pub mod ready;
+pub mod route;
+pub mod server;
+pub mod static_site;
