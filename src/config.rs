@@ -187,7 +187,11 @@ impl Signal {
             ("SIGWINCH", libc::SIGWINCH),
         ];
         let upper = text.trim().to_ascii_uppercase();
-        let full = if upper.starts_with("SIG") { upper } else { format!("SIG{upper}") };
+        let full = if upper.starts_with("SIG") {
+            upper
+        } else {
+            format!("SIG{upper}")
+        };
         SIGNALS
             .iter()
             .find(|(name, _)| *name == full)

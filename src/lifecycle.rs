@@ -136,7 +136,11 @@ impl Supervisor {
             shutdown,
             upstream: route.upstream,
             ready: route.ready.clone(),
-            probe_host: route.hosts.first().map(|h| h.to_string().replace('*', "probe")).unwrap_or_default(),
+            probe_host: route
+                .hosts
+                .first()
+                .map(|h| h.to_string().replace('*', "probe"))
+                .unwrap_or_default(),
             start_timeout: route.start_timeout,
             idle_timeout: route.idle_timeout,
             attempt: 0,

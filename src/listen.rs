@@ -64,11 +64,13 @@ pub fn open(listeners: &[ListenerConfig]) -> Result<Vec<Bound>, ListenError> {
             Some(socket) => (socket, true),
             None => (bind(l)?, false),
         };
-        socket.set_nonblocking(true).map_err(|source| ListenError::Bind {
-            name: l.name.clone(),
-            addr: l.bind,
-            source,
-        })?;
+        socket
+            .set_nonblocking(true)
+            .map_err(|source| ListenError::Bind {
+                name: l.name.clone(),
+                addr: l.bind,
+                source,
+            })?;
         let addr = socket
             .local_addr()
             .map(|a| a.to_string())
@@ -117,9 +119,9 @@ impl Activation {
         let fds: usize = fds.trim().parse().map_err(|_| {
             ListenError::Activation(format!("LISTEN_FDS=\"{fds}\" is not a number"))
         })?;
-        let names = names.filter(|n| !n.is_empty()).map(|n| {
-            n.split(':').map(str::to_owned).collect::<Vec<_>>()
-        });
+        let names = names
+            .filter(|n| !n.is_empty())
+            .map(|n| n.split(':').map(str::to_owned).collect::<Vec<_>>());
         if let Some(names) = &names {
             if names.len() != fds {
                 return Err(ListenError::Activation(format!(
@@ -184,9 +186,7 @@ fn take_listening_fd(fd: RawFd, name: &str) -> Result<TcpListener, ListenError> 
         let mut value: libc::c_int = 0;
         let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
         // SAFETY: value and len point to valid, correctly sized storage.
-        let rc = unsafe {
-            libc::getsockopt(fd, level, opt, (&raw mut value).cast(), &raw mut len)
-        };
+        let rc = unsafe { libc::getsockopt(fd, level, opt, (&raw mut value).cast(), &raw mut len) };
         (rc == 0).then_some(value)
     };
     let is_stream = int_opt(libc::SOL_SOCKET, libc::SO_TYPE) == Some(libc::SOCK_STREAM);
@@ -249,9 +249,15 @@ mod tests {
             bind: "127.0.0.1:1".parse().unwrap(),
             protocol: crate::config::Protocol::Http,
         };
-        let a = Activation { fds: 2, names: None };
+        let a = Activation {
+            fds: 2,
+            names: None,
+        };
         let err = inherited_by_listener(&[l("http"), l("alt")], &a).unwrap_err();
         let msg = err.to_string();
-        assert!(msg.contains("FileDescriptorName=") && msg.contains("http, alt"), "{msg}");
+        assert!(
+            msg.contains("FileDescriptorName=") && msg.contains("http, alt"),
+            "{msg}"
+        );
     }
 }

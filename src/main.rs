@@ -62,7 +62,11 @@ fn main() -> ExitCode {
             let content = match (root, body) {
                 (Some(dir), _) => rouse::static_site::Content::Dir(dir),
                 (None, body) => rouse::static_site::Content::Body(
-                    format!("{}\n", body.unwrap_or_else(|| "hello from rouse static".into())).into(),
+                    format!(
+                        "{}\n",
+                        body.unwrap_or_else(|| "hello from rouse static".into())
+                    )
+                    .into(),
                 ),
             };
             match run_static(listen, content) {
@@ -131,7 +135,10 @@ async fn shutdown_signal() {
     tracing::info!(signal = name, "signal received");
 }
 
-fn run_static(addr: std::net::SocketAddr, content: rouse::static_site::Content) -> anyhow::Result<()> {
+fn run_static(
+    addr: std::net::SocketAddr,
+    content: rouse::static_site::Content,
+) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -154,7 +161,11 @@ fn summary(config: &Config) -> String {
     let _ = writeln!(out, "{}: ok", config.path.display());
     let _ = writeln!(out, "listeners:");
     for l in &config.listeners {
-        let _ = writeln!(out, "  {:<12} {:<6} {} (when not inherited)", l.name, l.protocol, l.bind);
+        let _ = writeln!(
+            out,
+            "  {:<12} {:<6} {} (when not inherited)",
+            l.name, l.protocol, l.bind
+        );
     }
     let _ = writeln!(out, "routes:");
     for r in &config.routes {
@@ -163,7 +174,13 @@ fn summary(config: &Config) -> String {
             BackendConfig::None => "none (always on)".to_owned(),
             BackendConfig::Exec(e) => format!("exec {}", e.command.join(" ")),
         };
-        let _ = writeln!(out, "  {:<12} {} -> {}", r.name, hosts.join(", "), r.upstream);
+        let _ = writeln!(
+            out,
+            "  {:<12} {} -> {}",
+            r.name,
+            hosts.join(", "),
+            r.upstream
+        );
         let _ = writeln!(out, "  {:<12} backend: {backend}", "");
         if !matches!(r.backend, BackendConfig::None) {
             let _ = writeln!(

@@ -89,7 +89,9 @@ mod tests {
 
     #[tokio::test]
     async fn http_check_accepts_2xx_and_3xx_only() {
-        let check = ReadyCheck::Http { path: "/healthz".into() };
+        let check = ReadyCheck::Http {
+            path: "/healthz".into(),
+        };
         for (line, ready) in [
             ("HTTP/1.1 200 OK\r\n\r\n", true),
             ("HTTP/1.1 302 Found\r\n\r\n", true),
@@ -103,7 +105,10 @@ mod tests {
     #[tokio::test]
     async fn gives_up_at_the_deadline() {
         // A port nobody listens on: bind, learn it, close it.
-        let addr = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+        let addr = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap();
         let deadline = Instant::now() + Duration::from_millis(100);
         assert!(!wait(addr, &ReadyCheck::Tcp, "x", deadline).await);
         assert!(Instant::now() >= deadline - Duration::from_millis(50));

@@ -185,8 +185,14 @@ mod tests {
 
     #[test]
     fn normalize_strips_port_dot_and_case() {
-        assert_eq!(normalize_host("Blog.Example.COM.:8080").unwrap(), "blog.example.com");
-        assert_eq!(normalize_host("blog.example.com").unwrap(), "blog.example.com");
+        assert_eq!(
+            normalize_host("Blog.Example.COM.:8080").unwrap(),
+            "blog.example.com"
+        );
+        assert_eq!(
+            normalize_host("blog.example.com").unwrap(),
+            "blog.example.com"
+        );
         assert_eq!(normalize_host("[::1]:8080").unwrap(), "[::1]");
         assert_eq!(normalize_host(":80"), None);
         assert_eq!(normalize_host(""), None);

@@ -64,7 +64,11 @@ struct App {
 
 /// Runs the proxy on already-opened listeners until `shutdown` resolves or `idle_exit` fires;
 /// then stops accepting, drains, stops every backend it started, and returns.
-pub async fn run(config: Config, listeners: Vec<Bound>, shutdown: impl Future<Output = ()>) -> std::io::Result<Exit> {
+pub async fn run(
+    config: Config,
+    listeners: Vec<Bound>,
+    shutdown: impl Future<Output = ()>,
+) -> std::io::Result<Exit> {
     let (stop_backends, backends_stop) = watch::channel(false);
     let running = Activity::new();
     let mut supervisors = JoinSet::new();
@@ -123,12 +127,17 @@ pub async fn run(config: Config, listeners: Vec<Bound>, shutdown: impl Future<Ou
     info!(open_connections = app.connections.active(), "shutting down");
     drain.send_replace(true);
     accept_loops.shutdown().await;
-    let drained =
-        tokio::time::timeout(app.proxy.drain_timeout, app.connections.idle_for(Duration::ZERO, Instant::now()))
-            .await
-            .is_ok();
+    let drained = tokio::time::timeout(
+        app.proxy.drain_timeout,
+        app.connections.idle_for(Duration::ZERO, Instant::now()),
+    )
+    .await
+    .is_ok();
     if !drained {
-        warn!(open_connections = app.connections.active(), "drain timeout: closing what is left");
+        warn!(
+            open_connections = app.connections.active(),
+            "drain timeout: closing what is left"
+        );
     }
     stop_backends.send_replace(true);
     while supervisors.join_next().await.is_some() {}
@@ -145,7 +154,10 @@ async fn idle_exit(after: Option<Duration>, connections: &Activity, running: &Ac
     loop {
         connections.idle_for(after, start).await;
         running.idle_for(after, start).await;
-        let still = |a: &Activity| a.idle_since().is_some_and(|since| since.max(start) + after <= Instant::now());
+        let still = |a: &Activity| {
+            a.idle_since()
+                .is_some_and(|since| since.max(start) + after <= Instant::now())
+        };
         if still(connections) && still(running) {
             return;
         }
@@ -171,7 +183,12 @@ async fn accept_loop(app: Arc<App>, listener: TcpListener, draining: watch::Rece
         match listener.accept().await {
             Ok((stream, peer)) => {
                 let _ = stream.set_nodelay(true);
-                tokio::spawn(serve_connection(app.clone(), stream, peer, draining.clone()));
+                tokio::spawn(serve_connection(
+                    app.clone(),
+                    stream,
+                    peer,
+                    draining.clone(),
+                ));
             }
             Err(e) => {
                 warn!(error = %e, "accept failed");
@@ -203,7 +220,12 @@ impl Connection {
     }
 }
 
-async fn serve_connection(app: Arc<App>, stream: TcpStream, peer: SocketAddr, mut draining: watch::Receiver<bool>) {
+async fn serve_connection(
+    app: Arc<App>,
+    stream: TcpStream,
+    peer: SocketAddr,
+    mut draining: watch::Receiver<bool>,
+) {
     let _open = app.connections.enter();
     let conn = Arc::new(Connection {
         peer,
@@ -221,7 +243,9 @@ async fn serve_connection(app: Arc<App>, stream: TcpStream, peer: SocketAddr, mu
         })
     };
     let opened = Instant::now();
-    let serving = app.http.serve_connection_with_upgrades(TokioIo::new(stream), service);
+    let serving = app
+        .http
+        .serve_connection_with_upgrades(TokioIo::new(stream), service);
     tokio::pin!(serving);
     let mut closing = false;
     loop {

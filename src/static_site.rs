@@ -43,7 +43,10 @@ pub async fn serve(addr: SocketAddr, content: Content) -> std::io::Result<()> {
                 let content = content.clone();
                 async move { Ok::<_, Infallible>(respond(&content, &req).await) }
             });
-            if let Err(e) = builder.serve_connection(TokioIo::new(stream), service).await {
+            if let Err(e) = builder
+                .serve_connection(TokioIo::new(stream), service)
+                .await
+            {
                 debug!(error = %e, "static connection error");
             }
         });
@@ -54,10 +57,18 @@ async fn respond(content: &Content, req: &Request<Incoming>) -> Response<Full<By
     match content {
         Content::Body(body) => text(StatusCode::OK, body.clone(), "text/plain; charset=utf-8"),
         Content::Dir(root) => match file_path(root, req.uri().path()) {
-            None => text(StatusCode::NOT_FOUND, Bytes::from_static(b"not found\n"), "text/plain"),
+            None => text(
+                StatusCode::NOT_FOUND,
+                Bytes::from_static(b"not found\n"),
+                "text/plain",
+            ),
             Some(path) => match tokio::fs::read(&path).await {
                 Ok(bytes) => text(StatusCode::OK, Bytes::from(bytes), content_type(&path)),
-                Err(_) => text(StatusCode::NOT_FOUND, Bytes::from_static(b"not found\n"), "text/plain"),
+                Err(_) => text(
+                    StatusCode::NOT_FOUND,
+                    Bytes::from_static(b"not found\n"),
+                    "text/plain",
+                ),
             },
         },
     }
@@ -74,11 +85,18 @@ fn text(status: StatusCode, body: Bytes, content_type: &'static str) -> Response
 /// Maps a request path into `root`, refusing anything that would leave it.
 fn file_path(root: &Path, path: &str) -> Option<PathBuf> {
     let relative = Path::new(path.trim_start_matches('/'));
-    if relative.components().any(|c| !matches!(c, Component::Normal(_))) {
+    if relative
+        .components()
+        .any(|c| !matches!(c, Component::Normal(_)))
+    {
         return None;
     }
     let full = root.join(relative);
-    Some(if path.ends_with('/') { full.join("index.html") } else { full })
+    Some(if path.ends_with('/') {
+        full.join("index.html")
+    } else {
+        full
+    })
 }
 
 fn content_type(path: &Path) -> &'static str {
@@ -101,8 +119,14 @@ mod tests {
     #[test]
     fn paths_never_leave_the_root() {
         let root = Path::new("/srv/site");
-        assert_eq!(file_path(root, "/"), Some(PathBuf::from("/srv/site/index.html")));
-        assert_eq!(file_path(root, "/a/b.css"), Some(PathBuf::from("/srv/site/a/b.css")));
+        assert_eq!(
+            file_path(root, "/"),
+            Some(PathBuf::from("/srv/site/index.html"))
+        );
+        assert_eq!(
+            file_path(root, "/a/b.css"),
+            Some(PathBuf::from("/srv/site/a/b.css"))
+        );
         assert_eq!(file_path(root, "/../etc/passwd"), None);
         assert_eq!(file_path(root, "/a/../../x"), None);
     }

@@ -149,19 +149,18 @@ impl Instance for Running {
     fn stop(mut self: Box<Self>) -> BoxFuture<'static, Result<(), StopError>> {
         Box::pin(async move {
             self.signal_group(self.stop_signal);
-            let result =
-                match tokio::time::timeout(self.stop_timeout, self.child.wait()).await {
-                    Ok(Ok(_)) => Ok(()),
-                    Ok(Err(e)) => Err(StopError(format!("cannot wait for the process: {e}"))),
-                    Err(_) => {
-                        self.signal_group(libc::SIGKILL);
-                        let _ = self.child.wait().await;
-                        Err(StopError(format!(
-                            "still running {} after the stop signal: killed",
-                            crate::error::fmt_duration(self.stop_timeout)
-                        )))
-                    }
-                };
+            let result = match tokio::time::timeout(self.stop_timeout, self.child.wait()).await {
+                Ok(Ok(_)) => Ok(()),
+                Ok(Err(e)) => Err(StopError(format!("cannot wait for the process: {e}"))),
+                Err(_) => {
+                    self.signal_group(libc::SIGKILL);
+                    let _ = self.child.wait().await;
+                    Err(StopError(format!(
+                        "still running {} after the stop signal: killed",
+                        crate::error::fmt_duration(self.stop_timeout)
+                    )))
+                }
+            };
             self.signal_group(libc::SIGKILL);
             self.drain_output().await;
             result

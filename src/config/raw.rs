@@ -266,7 +266,10 @@ pub(super) fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
             Some(v) => parse_ready(v.get_ref()).ok_or_else(|| {
                 check.err(
                     v.span(),
-                    format!("ready = \"{}\" is not a readiness check: write \"tcp\" or \"http:/path\"", v.get_ref()),
+                    format!(
+                        "ready = \"{}\" is not a readiness check: write \"tcp\" or \"http:/path\"",
+                        v.get_ref()
+                    ),
                 )
             })?,
         };
@@ -278,7 +281,11 @@ pub(super) fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
             name,
             hosts,
             upstream: check.addr(&r.upstream, "upstream")?,
-            idle_timeout: check.opt_duration(&r.idle_timeout, "idle_timeout", DEFAULT_IDLE_TIMEOUT)?,
+            idle_timeout: check.opt_duration(
+                &r.idle_timeout,
+                "idle_timeout",
+                DEFAULT_IDLE_TIMEOUT,
+            )?,
             start_timeout: check.opt_duration(
                 &r.start_timeout,
                 "start_timeout",
@@ -288,7 +295,9 @@ pub(super) fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
             max_pending: r
                 .max_pending
                 .as_ref()
-                .map_or(Ok(DEFAULT_MAX_PENDING), |v| check.positive(v, "max_pending"))?,
+                .map_or(Ok(DEFAULT_MAX_PENDING), |v| {
+                    check.positive(v, "max_pending")
+                })?,
             backend,
         });
     }
@@ -310,7 +319,11 @@ fn proxy_config(check: &Checker<'_>, p: &RawProxy) -> Result<ProxyConfig, Config
             .map(|v| check.duration(v, "idle_exit"))
             .transpose()?,
         drain_timeout: check.opt_duration(&p.drain_timeout, "drain_timeout", d.drain_timeout)?,
-        header_timeout: check.opt_duration(&p.header_timeout, "header_timeout", d.header_timeout)?,
+        header_timeout: check.opt_duration(
+            &p.header_timeout,
+            "header_timeout",
+            d.header_timeout,
+        )?,
         keepalive_timeout: check.opt_duration(
             &p.keepalive_timeout,
             "keepalive_timeout",
@@ -346,7 +359,9 @@ fn backend_config(
             if let Some((key, span)) = extra.into_iter().flatten().next() {
                 return Err(check.err(
                     span,
-                    format!("{key} is not used by kind = \"none\": remove it, or use kind = \"exec\""),
+                    format!(
+                        "{key} is not used by kind = \"none\": remove it, or use kind = \"exec\""
+                    ),
                 ));
             }
             Ok(BackendConfig::None)
@@ -385,7 +400,11 @@ fn backend_config(
             };
             Ok(BackendConfig::Exec(ExecConfig {
                 command: argv,
-                env: b.env.as_ref().map(|e| e.get_ref().clone()).unwrap_or_default(),
+                env: b
+                    .env
+                    .as_ref()
+                    .map(|e| e.get_ref().clone())
+                    .unwrap_or_default(),
                 working_dir,
                 stop_signal,
                 stop_timeout: check.opt_duration(
@@ -397,7 +416,9 @@ fn backend_config(
         }
         other => Err(check.err(
             b.kind.span(),
-            format!("backend kind \"{other}\" is not known: write kind = \"exec\" or kind = \"none\""),
+            format!(
+                "backend kind \"{other}\" is not known: write kind = \"exec\" or kind = \"none\""
+            ),
         )),
     }
 }

@@ -19,8 +19,16 @@ fn route(name: &str, host: &str, port: u16) -> String {
 fn rejects(text: &str, line: usize, needle: &str) {
     let err = parse(text).expect_err("config should be rejected");
     assert_eq!(err.line, line, "wrong line for: {err}");
-    assert!(err.message.contains(needle), "message {:?} lacks {needle:?}", err.message);
-    assert!(err.to_string().starts_with(&format!("/etc/rouse/rouse.toml:{line}:")), "{err}");
+    assert!(
+        err.message.contains(needle),
+        "message {:?} lacks {needle:?}",
+        err.message
+    );
+    assert!(
+        err.to_string()
+            .starts_with(&format!("/etc/rouse/rouse.toml:{line}:")),
+        "{err}"
+    );
 }
 
 #[test]
@@ -45,8 +53,15 @@ fn exec_backend_fields_are_read() {
     let c = parse(&text).unwrap();
     let r = &c.routes[0];
     assert_eq!(r.idle_timeout, Duration::from_millis(250));
-    assert_eq!(r.ready, ReadyCheck::Http { path: "/healthz".into() });
-    let BackendConfig::Exec(e) = &r.backend else { panic!("not exec") };
+    assert_eq!(
+        r.ready,
+        ReadyCheck::Http {
+            path: "/healthz".into()
+        }
+    );
+    let BackendConfig::Exec(e) = &r.backend else {
+        panic!("not exec")
+    };
     assert_eq!(e.command, ["/bin/sh", "-c", "true"]);
     assert_eq!(e.env["A"], "1");
     assert_eq!(e.working_dir, Path::new("/etc/rouse/srv"));
@@ -56,113 +71,186 @@ fn exec_backend_fields_are_read() {
 
 #[test]
 fn rejects_unknown_keys() {
-    rejects(&format!("{LISTENER}{}colour = \"red\"\n", route("a", "a.example", 9101)), 8, "unknown key `colour`");
+    rejects(
+        &format!(
+            "{LISTENER}{}colour = \"red\"\n",
+            route("a", "a.example", 9101)
+        ),
+        8,
+        "unknown key `colour`",
+    );
 }
 
 #[test]
 fn rejects_unknown_keys_in_backend() {
-    let text = format!("{LISTENER}{}[route.backend]\nkind = \"exec\"\ncommand = [\"x\"]\ncmd = 1\n", route("a", "a.example", 9101));
+    let text = format!(
+        "{LISTENER}{}[route.backend]\nkind = \"exec\"\ncommand = [\"x\"]\ncmd = 1\n",
+        route("a", "a.example", 9101)
+    );
     rejects(&text, 11, "unknown key `cmd`");
 }
 
 #[test]
 fn rejects_duplicate_route_names() {
-    let text = format!("{LISTENER}{}{}", route("a", "a.example", 9101), route("a", "b.example", 9102));
+    let text = format!(
+        "{LISTENER}{}{}",
+        route("a", "a.example", 9101),
+        route("a", "b.example", 9102)
+    );
     rejects(&text, 9, "a route named \"a\" is already defined");
 }
 
 #[test]
 fn rejects_a_host_claimed_by_two_routes() {
-    let text = format!("{LISTENER}{}{}", route("a", "a.example", 9101), route("b", "A.Example.", 9102));
+    let text = format!(
+        "{LISTENER}{}{}",
+        route("a", "a.example", 9101),
+        route("b", "A.Example.", 9102)
+    );
     rejects(&text, 10, "already claimed by route \"a\"");
 }
 
 #[test]
 fn wildcard_host_must_start_with_star_dot() {
-    rejects(&format!("{LISTENER}{}", route("a", "*example.com", 9101)), 6, "\"*.example.com\"");
-    rejects(&format!("{LISTENER}{}", route("a", "a.*.example.com", 9101)), 6, "whole first label");
+    rejects(
+        &format!("{LISTENER}{}", route("a", "*example.com", 9101)),
+        6,
+        "\"*.example.com\"",
+    );
+    rejects(
+        &format!("{LISTENER}{}", route("a", "a.*.example.com", 9101)),
+        6,
+        "whole first label",
+    );
 }
 
 #[test]
 fn rejects_a_host_with_a_port() {
-    rejects(&format!("{LISTENER}{}", route("a", "a.example:80", 9101)), 6, "hosts have no port");
+    rejects(
+        &format!("{LISTENER}{}", route("a", "a.example:80", 9101)),
+        6,
+        "hosts have no port",
+    );
 }
 
 #[test]
 fn rejects_an_unparseable_upstream() {
-    let text = format!("{LISTENER}[[route]]\nname = \"a\"\nhosts = [\"a.example\"]\nupstream = \"localhost\"\n");
+    let text = format!(
+        "{LISTENER}[[route]]\nname = \"a\"\nhosts = [\"a.example\"]\nupstream = \"localhost\"\n"
+    );
     rejects(&text, 7, "write IP:PORT");
 }
 
 #[test]
 fn rejects_an_unparseable_bind_address() {
-    rejects("[[listener]]\nname = \"http\"\nbind = \"8080\"\n", 3, "write IP:PORT");
+    rejects(
+        "[[listener]]\nname = \"http\"\nbind = \"8080\"\n",
+        3,
+        "write IP:PORT",
+    );
 }
 
 #[test]
 fn rejects_an_unparseable_duration() {
-    let text = format!("{LISTENER}{}idle_timeout = \"five minutes\"\n", route("a", "a.example", 9101));
+    let text = format!(
+        "{LISTENER}{}idle_timeout = \"five minutes\"\n",
+        route("a", "a.example", 9101)
+    );
     rejects(&text, 8, "like \"250ms\", \"30s\" or \"5m\"");
-    let text = format!("{LISTENER}{}start_timeout = \"30\"\n", route("a", "a.example", 9101));
+    let text = format!(
+        "{LISTENER}{}start_timeout = \"30\"\n",
+        route("a", "a.example", 9101)
+    );
     rejects(&text, 8, "not a duration");
 }
 
 #[test]
 fn rejects_a_duration_of_the_wrong_type() {
-    let text = format!("{LISTENER}{}idle_timeout = 30\n", route("a", "a.example", 9101));
+    let text = format!(
+        "{LISTENER}{}idle_timeout = 30\n",
+        route("a", "a.example", 9101)
+    );
     rejects(&text, 8, "string");
 }
 
 #[test]
 fn rejects_duplicate_listener_names() {
-    rejects(&format!("{LISTENER}{LISTENER}{}", route("a", "a.example", 9101)), 5, "already defined");
+    rejects(
+        &format!("{LISTENER}{LISTENER}{}", route("a", "a.example", 9101)),
+        5,
+        "already defined",
+    );
 }
 
 #[test]
 fn rejects_an_empty_command() {
-    let text = format!("{LISTENER}{}[route.backend]\nkind = \"exec\"\ncommand = []\n", route("a", "a.example", 9101));
+    let text = format!(
+        "{LISTENER}{}[route.backend]\nkind = \"exec\"\ncommand = []\n",
+        route("a", "a.example", 9101)
+    );
     rejects(&text, 10, "command is empty");
 }
 
 #[test]
 fn rejects_exec_without_command() {
-    let text = format!("{LISTENER}{}[route.backend]\nkind = \"exec\"\n", route("a", "a.example", 9101));
+    let text = format!(
+        "{LISTENER}{}[route.backend]\nkind = \"exec\"\n",
+        route("a", "a.example", 9101)
+    );
     rejects(&text, 9, "needs command");
 }
 
 #[test]
 fn rejects_an_unknown_backend_kind() {
-    let text = format!("{LISTENER}{}[route.backend]\nkind = \"k8s\"\n", route("a", "a.example", 9101));
+    let text = format!(
+        "{LISTENER}{}[route.backend]\nkind = \"k8s\"\n",
+        route("a", "a.example", 9101)
+    );
     rejects(&text, 9, "write kind = \"exec\" or kind = \"none\"");
 }
 
 #[test]
 fn rejects_an_unknown_stop_signal() {
-    let text = format!("{LISTENER}{}[route.backend]\nkind = \"exec\"\ncommand = [\"x\"]\nstop_signal = \"SIGFOO\"\n", route("a", "a.example", 9101));
+    let text = format!(
+        "{LISTENER}{}[route.backend]\nkind = \"exec\"\ncommand = [\"x\"]\nstop_signal = \"SIGFOO\"\n",
+        route("a", "a.example", 9101)
+    );
     rejects(&text, 11, "not a known signal");
 }
 
 #[test]
 fn rejects_command_on_an_always_on_backend() {
-    let text = format!("{LISTENER}{}[route.backend]\nkind = \"none\"\ncommand = [\"x\"]\n", route("a", "a.example", 9101));
+    let text = format!(
+        "{LISTENER}{}[route.backend]\nkind = \"none\"\ncommand = [\"x\"]\n",
+        route("a", "a.example", 9101)
+    );
     rejects(&text, 10, "not used by kind = \"none\"");
 }
 
 #[test]
 fn rejects_a_malformed_ready_check() {
-    let text = format!("{LISTENER}{}ready = \"http:healthz\"\n", route("a", "a.example", 9101));
+    let text = format!(
+        "{LISTENER}{}ready = \"http:healthz\"\n",
+        route("a", "a.example", 9101)
+    );
     rejects(&text, 8, "write \"tcp\" or \"http:/path\"");
 }
 
 #[test]
 fn rejects_a_zero_max_pending() {
-    let text = format!("{LISTENER}{}max_pending = 0\n", route("a", "a.example", 9101));
+    let text = format!(
+        "{LISTENER}{}max_pending = 0\n",
+        route("a", "a.example", 9101)
+    );
     rejects(&text, 8, "positive");
 }
 
 #[test]
 fn rejects_an_unsupported_listener_protocol() {
-    let text = format!("[[listener]]\nname = \"h\"\nbind = \"127.0.0.1:1\"\nprotocol = \"gopher\"\n{}", route("a", "a.example", 9101));
+    let text = format!(
+        "[[listener]]\nname = \"h\"\nbind = \"127.0.0.1:1\"\nprotocol = \"gopher\"\n{}",
+        route("a", "a.example", 9101)
+    );
     rejects(&text, 4, "write protocol = \"http\"");
 }
 
@@ -179,9 +267,14 @@ fn rejects_invalid_toml_with_its_location() {
 
 #[test]
 fn self_program_is_resolved_to_the_running_executable() {
-    let text = format!("{LISTENER}{}[route.backend]\nkind = \"exec\"\ncommand = [\"$ROUSE\", \"static\"]\n", route("a", "a.example", 9101));
+    let text = format!(
+        "{LISTENER}{}[route.backend]\nkind = \"exec\"\ncommand = [\"$ROUSE\", \"static\"]\n",
+        route("a", "a.example", 9101)
+    );
     let c = parse(&text).unwrap();
-    let BackendConfig::Exec(e) = &c.routes[0].backend else { panic!("not exec") };
+    let BackendConfig::Exec(e) = &c.routes[0].backend else {
+        panic!("not exec")
+    };
     assert_eq!(Path::new(&e.command[0]), std::env::current_exe().unwrap());
 }
 

@@ -88,7 +88,9 @@ pub async fn forward(
             });
             let (mut parts, _) = resp.into_parts();
             strip_hop_by_hop(&mut parts.headers);
-            parts.headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+            parts
+                .headers
+                .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
             parts.headers.insert(header::UPGRADE, upgrade);
             return Response::from_parts(parts, Body::empty());
         }
@@ -112,7 +114,8 @@ fn requested_upgrade<B>(req: &Request<B>) -> Option<HeaderValue> {
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
         .any(|token| token.trim().eq_ignore_ascii_case("upgrade"));
-    asks.then(|| req.headers().get(header::UPGRADE).cloned()).flatten()
+    asks.then(|| req.headers().get(header::UPGRADE).cloned())
+        .flatten()
 }
 
 /// Turns the client's request into the one the upstream gets.
