@@ -13,6 +13,7 @@
 #   ITER=10        repetitions (cold)
 #   NO_BUILD=1     skip `cargo build --release`
 #   OHA=path       oha binary (default: oha on PATH, then ~/.cargo/bin/oha)
+#   NGINX=path     nginx binary; NGINX=none runs without nginx
 #
 # Needs: cargo, curl, jq; oha for `load`; nginx is optional (backend falls back
 # to `rouse static`, and the nginx column is dropped).
@@ -36,7 +37,7 @@ die() { echo "load.sh: $*" >&2; exit 1; }
 
 case $MODE in
     load | cold) ;;
-    -h | --help | help) sed -n '2,20p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h | --help | help) awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "${BASH_SOURCE[0]}"; exit 0 ;;
     *) die "unknown mode '$MODE' (use: load | cold)" ;;
 esac
 
@@ -48,8 +49,9 @@ if [[ $MODE == load ]]; then
     [[ -n $OHA ]] || OHA=$HOME/.cargo/bin/oha
     [[ -x $OHA ]] || die "oha not found (cargo install oha --locked)"
 fi
-NGINX=$(command -v nginx || true)
+NGINX=${NGINX-$(command -v nginx || true)}
 [[ -n $NGINX ]] || { [[ -x /usr/sbin/nginx ]] && NGINX=/usr/sbin/nginx; } || true
+[[ $NGINX != none ]] || NGINX=
 
 # --- process bookkeeping: everything we start is killed by PID on exit -------
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/rouse-bench.XXXXXX")
@@ -91,15 +93,20 @@ mkfifo "$TMP/nap.fifo"
 exec {NAP_FD}<>"$TMP/nap.fifo"
 nap() { read -r -t "$1" -u "$NAP_FD" _ || true; }
 
-# Free loopback port: random, and nothing answers on it.
-USED_PORTS=" "
+# Free loopback port: random, below the kernel's ephemeral range (so client
+# sockets and other programs' port-0 listeners can't take it between our check
+# and the bind), and nothing answers on it. Callers run in $(...), so the
+# chosen ports are kept in a file.
+EPH_LO=$(awk '{ print $1 }' /proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || echo 32768)
+((EPH_LO > 12000)) || EPH_LO=61000 # odd range: use 10000..60999
+: >"$TMP/ports"
 free_port() {
     local p i
     for ((i = 0; i < 200; i++)); do
-        p=$((20000 + RANDOM % 40000))
-        [[ $USED_PORTS == *" $p "* ]] && continue
+        p=$((10000 + RANDOM % (EPH_LO - 10000)))
+        grep -qx "$p" "$TMP/ports" && continue
         if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
-            USED_PORTS+="$p "
+            echo "$p" >>"$TMP/ports"
             echo "$p"
             return 0
         fi
@@ -127,8 +134,11 @@ http_status() {
 wait_http() {
     local hp=$1 host=$2 pid=$3 log=$4 want=${5:-} i
     for ((i = 0; i < 2000; i++)); do
-        if http_status "$hp" "$host" 2>/dev/null; then
-            [[ -z $want || $HTTP_CODE == "$want" ]] && return 0
+        if http_status "$hp" "$host" 2>/dev/null && [[ -z $want || $HTTP_CODE == "$want" ]]; then
+            # Make sure the answer came from our process, not a squatter on
+            # the port while ours failed to bind.
+            nap 0.2
+            kill -0 "$pid" 2>/dev/null && return 0
         fi
         if ! kill -0 "$pid" 2>/dev/null; then
             echo "load.sh: process $pid exited before $hp answered; log:" >&2
@@ -251,6 +261,7 @@ run_load() {
     backend_port=$(free_port)
     rouse_port=$(free_port)
     nginx_port=$(free_port)
+    rm -f "$OUT"/load-*.json "$OUT"/load.md
 
     # Backend
     if [[ -n $NGINX ]]; then
@@ -421,8 +432,8 @@ EOF
         out=$(curl -sS --max-time 30 -o /dev/null -H 'Host: cold.local' -w '%{http_code} %{time_total}' "http://127.0.0.1:$rouse_port/") || true
         t_warm=${out#* }
         [[ ${out%% *} == 200 ]] || problems+=("iteration $i: warm request got HTTP ${out%% *}")
-        awk -v t="$t_cold" 'BEGIN { print t * 1000 }' >>"$TMP/cold.txt"
-        awk -v t="$t_warm" 'BEGIN { print t * 1000 }' >>"$TMP/warm.txt"
+        awk -v t="$t_cold" 'BEGIN { printf "%.3f\n", t * 1000 }' >>"$TMP/cold.txt"
+        awk -v t="$t_warm" 'BEGIN { printf "%.3f\n", t * 1000 }' >>"$TMP/warm.txt"
 
         kill -TERM "$pid"
         for ((t = 0; t < 300; t++)); do kill -0 "$pid" 2>/dev/null || break; nap 0.05; done
@@ -456,7 +467,7 @@ EOF
             nap 0.0002
         done
         t1=$EPOCHREALTIME
-        awk -v a="$t0" -v b="$t1" 'BEGIN { print (b - a) * 1000 }' >>"$TMP/direct.txt"
+        awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.3f\n", (b - a) * 1000 }' >>"$TMP/direct.txt"
         stop_pid "$pid"
         forget "$pid"
         printf '  run %2d: cold %.2f ms, warm %.2f ms, backend alone %.2f ms\n' "$i" \
