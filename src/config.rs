@@ -58,6 +58,8 @@ pub struct ProxyConfig {
     pub keepalive_timeout: Duration,
     /// Largest request head accepted, in bytes.
     pub max_header_bytes: usize,
+    /// Threads serving connections (default: one per core).
+    pub workers: usize,
 }
 
 impl Default for ProxyConfig {
@@ -68,6 +70,7 @@ impl Default for ProxyConfig {
             header_timeout: Duration::from_secs(30),
             keepalive_timeout: Duration::from_secs(60),
             max_header_bytes: 64 * 1024,
+            workers: std::thread::available_parallelism().map_or(1, usize::from),
         }
     }
 }

@@ -66,11 +66,11 @@ pub struct Shared {
 
 impl Shared {
     /// State for a route whose upstream is always on: ready from the start, never supervised.
-    pub fn always_ready(route: &RouteConfig) -> Arc<Shared> {
+    pub fn always_ready(route: &RouteConfig, workers: usize) -> Arc<Shared> {
         let (wants, _) = mpsc::unbounded_channel();
         let (state, _) = watch::channel(Snapshot {
             attempt: 0,
-            state: State::Ready(Arc::new(Upstream::new(route.upstream))),
+            state: State::Ready(Arc::new(Upstream::new(route.upstream, workers))),
         });
         Arc::new(Shared {
             route: route.name.as_str().into(),
@@ -96,6 +96,7 @@ pub struct Supervisor {
     probe_host: String,
     start_timeout: Duration,
     idle_timeout: Duration,
+    workers: usize,
     attempt: u64,
 }
 
@@ -114,6 +115,7 @@ impl Supervisor {
         activity: Arc<Activity>,
         running: Arc<Activity>,
         shutdown: watch::Receiver<bool>,
+        workers: usize,
     ) -> (Supervisor, Arc<Shared>) {
         let (wants_tx, wants) = mpsc::unbounded_channel();
         let (state, _) = watch::channel(Snapshot {
@@ -143,6 +145,7 @@ impl Supervisor {
                 .unwrap_or_default(),
             start_timeout: route.start_timeout,
             idle_timeout: route.idle_timeout,
+            workers,
             attempt: 0,
         };
         (supervisor, shared)
@@ -252,7 +255,7 @@ impl Supervisor {
         &mut self,
         mut instance: Box<dyn Instance>,
     ) -> Option<(Box<dyn Instance>, &'static str)> {
-        let upstream = Arc::new(Upstream::new(self.upstream));
+        let upstream = Arc::new(Upstream::new(self.upstream, self.workers));
         let ready_at = Instant::now();
         self.publish(State::Ready(upstream.clone()));
         loop {
@@ -287,7 +290,7 @@ impl Supervisor {
         if !matches!(self.shared.state.borrow().state, State::Failed(_)) {
             self.publish(State::Stopping);
         }
-        info!(route = %self.shared.route, attempt = self.attempt, reason, "backend stopping");
+        info!(route = %self.shared.route, attempt = self.attempt, reason = %reason, "backend stopping");
         match instance.stop().await {
             Ok(()) => {
                 info!(route = %self.shared.route, attempt = self.attempt, elapsed_ms = ms(started.elapsed()), "backend stopped");

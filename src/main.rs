@@ -9,6 +9,11 @@ use rouse::config::{BackendConfig, Config};
 use rouse::server::Exit;
 use tracing_subscriber::EnvFilter;
 
+// Each request allocates a few small objects; mimalloc's per-thread free lists serve them
+// with less work than glibc's malloc (measured with benches/load.sh).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// A reverse proxy that starts each site's backend on its first request and stops it when idle.
 #[derive(Parser)]
 #[command(name = "rouse", version, about)]
@@ -110,7 +115,8 @@ fn serve(path: &std::path::Path) -> anyhow::Result<()> {
     };
     // Sockets are taken before any thread starts, so no descriptor leaks into a spawned child.
     let listeners = rouse::listen::open(&config.listeners)?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
+    // The control runtime: supervisors, signals, idle_exit. Connections get worker threads.
+    let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
@@ -119,7 +125,7 @@ fn serve(path: &std::path::Path) -> anyhow::Result<()> {
         Exit::Requested => "signal",
         Exit::Idle => "idle_exit",
     };
-    tracing::info!(reason, "exiting");
+    tracing::info!(reason = %reason, "exiting");
     Ok(())
 }
 
@@ -132,7 +138,7 @@ async fn shutdown_signal() {
         _ = term.recv() => "SIGTERM",
         _ = int.recv() => "SIGINT",
     };
-    tracing::info!(signal = name, "signal received");
+    tracing::info!(signal = %name, "signal received");
 }
 
 fn run_static(

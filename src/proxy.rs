@@ -6,6 +6,7 @@
 
 pub mod http;
 
+use std::cell::Cell;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -25,36 +26,56 @@ const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Upstream connects that take longer than this fail (they are on the same host, usually).
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// A ready backend's address and its connection pool.
+thread_local! {
+    /// Which worker thread this is; selects that worker's connection pool.
+    static WORKER_ID: Cell<usize> = const { Cell::new(0) };
+}
+
+/// Marks the calling thread as worker `id`, so it uses pool `id` of every [`Upstream`].
+pub fn set_worker_id(id: usize) {
+    WORKER_ID.with(|w| w.set(id));
+}
+
+/// A ready backend's address and its connection pools, one per worker thread.
 ///
-/// A new `Upstream` is made each time a backend becomes ready, so connections pooled to a
-/// backend that has since stopped are dropped with it rather than handed to a new request.
+/// Each worker has its own pool so that an upstream connection is only ever driven by the thread
+/// that uses it. A new `Upstream` is made each time a backend becomes ready, so connections
+/// pooled to a backend that has since stopped are dropped with it, not handed to a new request.
 #[derive(Debug)]
 pub struct Upstream {
     addr: SocketAddr,
     authority: ::http::uri::Authority,
-    client: Client<HttpConnector, Incoming>,
+    pools: Box<[Client<HttpConnector, Incoming>]>,
 }
 
 impl Upstream {
-    /// A pool of HTTP/1.1 connections to `addr`.
-    pub fn new(addr: SocketAddr) -> Upstream {
+    /// Pools of HTTP/1.1 connections to `addr`, one for each of `workers` threads.
+    pub fn new(addr: SocketAddr, workers: usize) -> Upstream {
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
         connector.set_connect_timeout(Some(CONNECT_TIMEOUT));
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(POOL_IDLE_TIMEOUT)
-            .pool_timer(TokioTimer::new())
-            .timer(TokioTimer::new())
-            .build(connector);
+        let pools = (0..workers.max(1))
+            .map(|_| {
+                Client::builder(TokioExecutor::new())
+                    .pool_idle_timeout(POOL_IDLE_TIMEOUT)
+                    .pool_timer(TokioTimer::new())
+                    .timer(TokioTimer::new())
+                    .build(connector.clone())
+            })
+            .collect();
         Upstream {
             addr,
             authority: addr
                 .to_string()
                 .parse()
                 .expect("a socket address is a valid authority"),
-            client,
+            pools,
         }
+    }
+
+    /// The calling worker's pool.
+    fn client(&self) -> &Client<HttpConnector, Incoming> {
+        &self.pools[WORKER_ID.with(Cell::get) % self.pools.len()]
     }
 
     /// The address requests are forwarded to.

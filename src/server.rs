@@ -1,6 +1,12 @@
 //! The running proxy: accept loops, one hyper connection per client, request dispatch, and
 //! shutdown (signal, or `idle_exit`).
 //!
+//! Connections are served by one worker thread per core, each with its own single-threaded
+//! runtime, its own accept loop on every listener and its own upstream connections: a request
+//! is read, forwarded and answered without leaving the thread that accepted it, so the hot path
+//! never wakes another thread. The backend supervisors, signals and `idle_exit` run on the
+//! caller's runtime (the control thread).
+//!
 //! Data flows one way: a request's host picks a route ([`crate::route`]), the route's gate holds
 //! it until the backend is ready ([`crate::hold`]), and the proxy forwards it
 //! ([`crate::proxy::http`]). The backend lifecycles run beside this, one task per route.
@@ -21,7 +27,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
 use crate::activity::{Activity, ActivityGuard};
 use crate::config::{Config, ProxyConfig};
@@ -87,11 +93,12 @@ pub async fn run(
                     activity.clone(),
                     running.clone(),
                     backends_stop.clone(),
+                    config.proxy.workers,
                 );
                 supervisors.spawn(supervisor.run());
                 shared
             }
-            None => Shared::always_ready(rc),
+            None => Shared::always_ready(rc, config.proxy.workers),
         };
         routes.push(Route {
             name: rc.name.as_str().into(),
@@ -109,11 +116,23 @@ pub async fn run(
     });
 
     let (drain, draining) = watch::channel(false);
-    let mut accept_loops = JoinSet::new();
-    for bound in listeners {
-        let listener = TcpListener::from_std(bound.socket)?;
-        accept_loops.spawn(accept_loop(app.clone(), listener, draining.clone()));
+    let (exit_workers, workers_exit) = watch::channel(false);
+    let sockets: Vec<std::net::TcpListener> = listeners.into_iter().map(|b| b.socket).collect();
+    let mut workers = Vec::with_capacity(config.proxy.workers);
+    for id in 0..config.proxy.workers {
+        let sockets = sockets
+            .iter()
+            .map(std::net::TcpListener::try_clone)
+            .collect::<std::io::Result<Vec<_>>>()?;
+        let (app, draining, exit) = (app.clone(), draining.clone(), workers_exit.clone());
+        workers.push(
+            std::thread::Builder::new()
+                .name(format!("rouse-worker-{id}"))
+                .spawn(move || worker(id, app, sockets, draining, exit))?,
+        );
     }
+    // The workers hold their own copies of the sockets.
+    drop(sockets);
 
     let exit = tokio::select! {
         () = shutdown => Exit::Requested,
@@ -126,7 +145,6 @@ pub async fn run(
     // Stop accepting, let in-flight requests finish, then stop the backends.
     info!(open_connections = app.connections.active(), "shutting down");
     drain.send_replace(true);
-    accept_loops.shutdown().await;
     let drained = tokio::time::timeout(
         app.proxy.drain_timeout,
         app.connections.idle_for(Duration::ZERO, Instant::now()),
@@ -141,8 +159,44 @@ pub async fn run(
     }
     stop_backends.send_replace(true);
     while supervisors.join_next().await.is_some() {}
+    exit_workers.send_replace(true);
+    for worker in workers {
+        let _ = tokio::task::spawn_blocking(move || worker.join()).await;
+    }
     info!("shutdown complete");
     Ok(exit)
+}
+
+/// One worker thread: accepts on every listener and serves what it accepts, until told to exit.
+fn worker(
+    id: usize,
+    app: Arc<App>,
+    sockets: Vec<std::net::TcpListener>,
+    draining: watch::Receiver<bool>,
+    mut exit: watch::Receiver<bool>,
+) {
+    proxy::set_worker_id(id);
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            error!(worker = id, error = %e, "cannot start a worker runtime");
+            return;
+        }
+    };
+    runtime.block_on(async move {
+        for socket in sockets {
+            match TcpListener::from_std(socket) {
+                Ok(listener) => {
+                    tokio::spawn(accept_loop(app.clone(), listener, draining.clone()));
+                }
+                Err(e) => error!(worker = id, error = %e, "cannot accept on a listener"),
+            }
+        }
+        let _ = exit.wait_for(|exit| *exit).await;
+    });
 }
 
 /// Resolves once every backend has been stopped, and no client connection open, for `after`.
@@ -178,9 +232,13 @@ fn http_builder(proxy: &ProxyConfig) -> auto::Builder<TokioExecutor> {
     builder
 }
 
-async fn accept_loop(app: Arc<App>, listener: TcpListener, draining: watch::Receiver<bool>) {
+async fn accept_loop(app: Arc<App>, listener: TcpListener, mut draining: watch::Receiver<bool>) {
     loop {
-        match listener.accept().await {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            _ = draining.wait_for(|d| *d) => return,
+        };
+        match accepted {
             Ok((stream, peer)) => {
                 let _ = stream.set_nodelay(true);
                 tokio::spawn(serve_connection(
@@ -239,7 +297,8 @@ async fn serve_connection(
         service_fn(move |req| {
             let app = app.clone();
             let conn = conn.clone();
-            async move { Ok::<_, Infallible>(app.handle(req, &conn).await) }
+            // Boxed: the request's future is large, and hyper moves it; a box moves as a pointer.
+            Box::pin(async move { Ok::<_, Infallible>(app.handle(req, &conn).await) })
         })
     };
     let opened = Instant::now();

@@ -58,7 +58,11 @@ fn with(old: &str, new: &str) -> String {
 
 /// 1-based number of the line containing `needle`; the last such line if `last`.
 fn line_of(text: &str, needle: &str, last: bool) -> usize {
-    let mut hits = text.lines().enumerate().filter(|(_, l)| l.contains(needle)).map(|(i, _)| i + 1);
+    let mut hits = text
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| l.contains(needle))
+        .map(|(i, _)| i + 1);
     let found = if last { hits.last() } else { hits.next() };
     found.unwrap_or_else(|| panic!("test bug: {needle:?} not in config"))
 }
@@ -70,8 +74,16 @@ fn assert_rejected(text: &str, line: usize, mentions: &[&str]) -> String {
     let path = sb.write("rouse.toml", text);
     let path = path.to_str().unwrap();
     let (status, _stdout, stderr) = run_rouse(&["check", "-c", path]);
-    let numbered: String = text.lines().enumerate().map(|(i, l)| format!("{:3} | {l}\n", i + 1)).collect();
-    assert_eq!(status.code(), Some(1), "rouse check should exit 1; stderr:\n{stderr}\nconfig:\n{numbered}");
+    let numbered: String = text
+        .lines()
+        .enumerate()
+        .map(|(i, l)| format!("{:3} | {l}\n", i + 1))
+        .collect();
+    assert_eq!(
+        status.code(),
+        Some(1),
+        "rouse check should exit 1; stderr:\n{stderr}\nconfig:\n{numbered}"
+    );
     let prefix = format!("{path}:{line}:");
     let rest = stderr.strip_prefix(&prefix).unwrap_or_else(|| {
         panic!("stderr should start with {prefix:?}COL: (line {line} is the offending one); stderr:\n{stderr}\nconfig:\n{numbered}")
@@ -84,7 +96,10 @@ fn assert_rejected(text: &str, line: usize, mentions: &[&str]) -> String {
     let first_line = message.lines().next().unwrap_or("").trim();
     assert!(!first_line.is_empty(), "empty message:\n{stderr}");
     for m in mentions {
-        assert!(message.contains(m), "message should mention {m:?}:\n{stderr}");
+        assert!(
+            message.contains(m),
+            "message should mention {m:?}:\n{stderr}"
+        );
     }
     first_line.to_string()
 }
@@ -94,9 +109,16 @@ fn check_accepts_a_valid_config_and_lists_its_routes() {
     let sb = Sandbox::new();
     let path = sb.write("rouse.toml", VALID);
     let (status, stdout, stderr) = run_rouse(&["check", "-c", path.to_str().unwrap()]);
-    assert!(status.success(), "rouse check rejected a valid config: {}\n{stderr}", describe_exit(&status));
+    assert!(
+        status.success(),
+        "rouse check rejected a valid config: {}\n{stderr}",
+        describe_exit(&status)
+    );
     for name in ["blog", "shop", "blog.example.com", "shop.example.com"] {
-        assert!(stdout.contains(name), "summary should list {name:?}; stdout:\n{stdout}\nstderr:\n{stderr}");
+        assert!(
+            stdout.contains(name),
+            "summary should list {name:?}; stdout:\n{stdout}\nstderr:\n{stderr}"
+        );
     }
 }
 
@@ -106,7 +128,11 @@ fn check_accepts_a_minimal_config() {
     let text = "[[listener]]\nname = \"http\"\nbind = \"127.0.0.1:8080\"\n\n[[route]]\nname = \"a\"\nhosts = [\"a.test\"]\nupstream = \"127.0.0.1:9000\"\n[route.backend]\nkind = \"exec\"\ncommand = [\"/bin/true\"]\n";
     let path = sb.write("rouse.toml", text);
     let (status, stdout, stderr) = run_rouse(&["check", "-c", path.to_str().unwrap()]);
-    assert!(status.success(), "{}\nstdout:\n{stdout}\nstderr:\n{stderr}", describe_exit(&status));
+    assert!(
+        status.success(),
+        "{}\nstdout:\n{stdout}\nstderr:\n{stderr}",
+        describe_exit(&status)
+    );
 }
 
 #[test]
@@ -137,13 +163,23 @@ fn rejects_duplicate_route_names() {
 
 #[test]
 fn rejects_a_host_claimed_by_two_routes() {
-    let text = with("hosts = [\"shop.example.com\"]", "hosts = [\"shop.example.com\", \"blog.example.com\"]");
-    assert_rejected(&text, line_of(&text, "\"shop.example.com\", \"blog.example.com\"", false), &["blog.example.com"]);
+    let text = with(
+        "hosts = [\"shop.example.com\"]",
+        "hosts = [\"shop.example.com\", \"blog.example.com\"]",
+    );
+    assert_rejected(
+        &text,
+        line_of(&text, "\"shop.example.com\", \"blog.example.com\"", false),
+        &["blog.example.com"],
+    );
 }
 
 #[test]
 fn rejects_a_host_claimed_twice_in_another_case() {
-    let text = with("hosts = [\"shop.example.com\"]", "hosts = [\"Blog.Example.com\"]");
+    let text = with(
+        "hosts = [\"shop.example.com\"]",
+        "hosts = [\"Blog.Example.com\"]",
+    );
     assert_rejected(&text, line_of(&text, "Blog.Example.com", false), &[]);
 }
 
@@ -162,8 +198,15 @@ fn rejects_wildcard_star_without_dot() {
 #[test]
 fn rejects_bad_upstream_address() {
     for bad in ["127.0.0.1", "shop.example.com:80", "127.0.0.1:99999"] {
-        let text = with("upstream = \"127.0.0.1:9102\"", &format!("upstream = \"{bad}\""));
-        assert_rejected(&text, line_of(&text, &format!("upstream = \"{bad}\""), false), &[]);
+        let text = with(
+            "upstream = \"127.0.0.1:9102\"",
+            &format!("upstream = \"{bad}\""),
+        );
+        assert_rejected(
+            &text,
+            line_of(&text, &format!("upstream = \"{bad}\""), false),
+            &[],
+        );
     }
 }
 
@@ -193,7 +236,10 @@ fn rejects_exec_backend_without_command() {
     let path = sb.write("rouse.toml", &text);
     let (status, _, stderr) = run_rouse(&["check", "-c", path.to_str().unwrap()]);
     assert_eq!(status.code(), Some(1), "{stderr}");
-    assert!(stderr.starts_with(&format!("{}:", path.display())), "{stderr}");
+    assert!(
+        stderr.starts_with(&format!("{}:", path.display())),
+        "{stderr}"
+    );
 }
 
 #[test]
@@ -221,8 +267,15 @@ fn rejects_unknown_backend_kind_and_protocol() {
 
 #[test]
 fn rejects_toml_syntax_errors() {
-    let text = with("upstream = \"127.0.0.1:9102\"", "upstream = \"127.0.0.1:9102");
-    assert_rejected(&text, line_of(&text, "upstream = \"127.0.0.1:9102", false), &[]);
+    let text = with(
+        "upstream = \"127.0.0.1:9102\"",
+        "upstream = \"127.0.0.1:9102",
+    );
+    assert_rejected(
+        &text,
+        line_of(&text, "upstream = \"127.0.0.1:9102", false),
+        &[],
+    );
 }
 
 #[test]
@@ -248,7 +301,10 @@ fn serve_refuses_an_invalid_config_with_the_same_message() {
         if std::time::Instant::now() > deadline {
             child.kill().unwrap();
             child.wait().unwrap();
-            panic!("serve kept running with an invalid config; stderr:\n{}", sb.read("serve.err"));
+            panic!(
+                "serve kept running with an invalid config; stderr:\n{}",
+                sb.read("serve.err")
+            );
         }
         std::thread::sleep(std::time::Duration::from_millis(20));
     };
@@ -266,7 +322,10 @@ fn missing_config_file_is_reported() {
     let path = sb.p("nope.toml");
     let (status, _, stderr) = run_rouse(&["check", "-c", &path]);
     assert!(!status.success());
-    assert!(stderr.contains(&path), "the message should name the file: {stderr}");
+    assert!(
+        stderr.contains(&path),
+        "the message should name the file: {stderr}"
+    );
 }
 
 #[test]

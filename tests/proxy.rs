@@ -22,15 +22,50 @@ async fn upstream_gets_forwarding_headers_and_no_hop_by_hop_headers() {
     assert_eq!(resp.status, 200, "{resp:?}");
     let head = &resp.body;
     let first = head.lines().next().unwrap_or("");
-    assert_eq!(first, "GET /path/page?q=1 HTTP/1.1", "request line as the upstream saw it:\n{head}");
-    assert_eq!(head_header(head, "host").as_deref(), Some("fwd.test"), "Host preserved:\n{head}");
-    assert_eq!(head_header(head, "x-forwarded-for").as_deref(), Some("127.0.0.1"), "{head}");
-    assert_eq!(head_header(head, "x-forwarded-proto").as_deref(), Some("http"), "{head}");
-    assert_eq!(head_header(head, "x-forwarded-host").as_deref(), Some("fwd.test"), "{head}");
-    assert_eq!(head_header(head, "x-custom").as_deref(), Some("kept"), "{head}");
-    assert_eq!(head_header(head, "user-agent").as_deref(), Some("rouse-tests"), "{head}");
-    assert_eq!(head_header(head, "x-hop"), None, "a header named in Connection is hop-by-hop:\n{head}");
-    assert_eq!(head_header(head, "keep-alive"), None, "Keep-Alive is hop-by-hop:\n{head}");
+    assert_eq!(
+        first, "GET /path/page?q=1 HTTP/1.1",
+        "request line as the upstream saw it:\n{head}"
+    );
+    assert_eq!(
+        head_header(head, "host").as_deref(),
+        Some("fwd.test"),
+        "Host preserved:\n{head}"
+    );
+    assert_eq!(
+        head_header(head, "x-forwarded-for").as_deref(),
+        Some("127.0.0.1"),
+        "{head}"
+    );
+    assert_eq!(
+        head_header(head, "x-forwarded-proto").as_deref(),
+        Some("http"),
+        "{head}"
+    );
+    assert_eq!(
+        head_header(head, "x-forwarded-host").as_deref(),
+        Some("fwd.test"),
+        "{head}"
+    );
+    assert_eq!(
+        head_header(head, "x-custom").as_deref(),
+        Some("kept"),
+        "{head}"
+    );
+    assert_eq!(
+        head_header(head, "user-agent").as_deref(),
+        Some("rouse-tests"),
+        "{head}"
+    );
+    assert_eq!(
+        head_header(head, "x-hop"),
+        None,
+        "a header named in Connection is hop-by-hop:\n{head}"
+    );
+    assert_eq!(
+        head_header(head, "keep-alive"),
+        None,
+        "Keep-Alive is hop-by-hop:\n{head}"
+    );
 }
 
 #[tokio::test]
@@ -42,7 +77,11 @@ async fn forwarded_host_keeps_what_the_client_sent() {
     let resp = get(rouse.addr(), "FWD.test:8080").await;
     assert_eq!(resp.status, 200, "{resp:?}");
     let fwd_host = head_header(&resp.body, "x-forwarded-host").unwrap_or_default();
-    assert!(fwd_host.eq_ignore_ascii_case("fwd.test:8080") || fwd_host.eq_ignore_ascii_case("fwd.test"), "{}", resp.body);
+    assert!(
+        fwd_host.eq_ignore_ascii_case("fwd.test:8080") || fwd_host.eq_ignore_ascii_case("fwd.test"),
+        "{}",
+        resp.body
+    );
 }
 
 #[tokio::test]
@@ -62,16 +101,20 @@ async fn request_body_reaches_the_upstream_and_keepalive_connections_are_reused(
         .unwrap();
         let resp = conn.read_response().await.unwrap();
         assert_eq!(resp.status, 200, "{resp:?}");
-        assert!(resp.body.starts_with("POST /upload HTTP/1.1\r\n"), "{resp:?}");
-        assert!(resp.body.ends_with(&format!("\r\n\r\n{body}")), "body forwarded intact: {resp:?}");
+        assert!(
+            resp.body.starts_with("POST /upload HTTP/1.1\r\n"),
+            "{resp:?}"
+        );
+        assert!(
+            resp.body.ends_with(&format!("\r\n\r\n{body}")),
+            "body forwarded intact: {resp:?}"
+        );
     }
 }
 
-#[tokio::test]
-async fn upgrade_is_tunnelled_both_ways() {
-    let sb = Sandbox::new();
-    // A backend that switches to protocol "test" and then echoes bytes, upper-cased so an echo
-    // from rouse itself could not pass for it.
+/// A backend in the test that switches to protocol "test" and then echoes bytes, upper-cased so
+/// that an echo from rouse itself could not pass for it. Returns its address.
+async fn upgrade_backend() -> std::net::SocketAddr {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let upstream = listener.local_addr().unwrap();
     tokio::spawn(async move {
@@ -80,10 +123,15 @@ async fn upgrade_is_tunnelled_both_ways() {
                 let mut stream = tokio::io::BufReader::new(stream);
                 let head = read_head(&mut stream).await.unwrap_or_default();
                 let upgrade = head_header(&head, "upgrade").unwrap_or_default();
-                let connection = head_header(&head, "connection").unwrap_or_default().to_ascii_lowercase();
+                let connection = head_header(&head, "connection")
+                    .unwrap_or_default()
+                    .to_ascii_lowercase();
                 if upgrade != "test" || !connection.contains("upgrade") {
                     let msg = format!("no upgrade requested:\n{head}");
-                    let resp = format!("HTTP/1.1 400 Bad Request\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{msg}", msg.len());
+                    let resp = format!(
+                        "HTTP/1.1 400 Bad Request\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{msg}",
+                        msg.len()
+                    );
                     let _ = stream.get_mut().write_all(resp.as_bytes()).await;
                     return;
                 }
@@ -106,18 +154,38 @@ async fn upgrade_is_tunnelled_both_ways() {
             });
         }
     });
-    let rouse = Rouse::serve(&sb, &none_route("ws", &["ws.test"], upstream));
+    upstream
+}
 
+/// Open a connection through rouse and switch it to protocol "test".
+async fn upgraded(rouse: &Rouse, host: &str) -> Conn {
     let mut conn = Conn::connect(rouse.addr()).await.unwrap();
-    conn.send("GET /socket HTTP/1.1\r\nHost: ws.test\r\nConnection: Upgrade\r\nUpgrade: test\r\n\r\n").await.unwrap();
+    conn.send(&format!(
+        "GET /socket HTTP/1.1\r\nHost: {host}\r\nConnection: Upgrade\r\nUpgrade: test\r\n\r\n"
+    ))
+    .await
+    .unwrap();
     let resp = conn.read_response().await.unwrap();
     assert_eq!(resp.status, 101, "{resp:?}");
     assert_eq!(resp.header("upgrade"), Some("test"), "{resp:?}");
+    conn
+}
 
+async fn assert_echoes(conn: &mut Conn, msg: &str) {
+    conn.send(msg).await.unwrap();
+    let echoed = conn.read_exact(msg.len()).await.unwrap();
+    assert_eq!(String::from_utf8_lossy(&echoed), msg.to_ascii_uppercase());
+}
+
+#[tokio::test]
+async fn upgrade_is_tunnelled_both_ways() {
+    let sb = Sandbox::new();
+    let upstream = upgrade_backend().await;
+    let rouse = Rouse::serve(&sb, &none_route("ws", &["ws.test"], upstream));
+
+    let mut conn = upgraded(&rouse, "ws.test").await;
     for msg in ["ping", "a second, longer message"] {
-        conn.send(msg).await.unwrap();
-        let echoed = conn.read_exact(msg.len()).await.unwrap();
-        assert_eq!(String::from_utf8_lossy(&echoed), msg.to_ascii_uppercase());
+        assert_echoes(&mut conn, msg).await;
     }
 }
 
@@ -129,7 +197,8 @@ async fn http2_prior_knowledge_requests_are_routed_by_authority() {
     let sb = Sandbox::new();
     let one = EchoBackend::start().await;
     let two = EchoBackend::start().await;
-    let config = none_route("one", &["one.test"], one.addr) + &none_route("two", &["two.test"], two.addr);
+    let config =
+        none_route("one", &["one.test"], one.addr) + &none_route("two", &["two.test"], two.addr);
     let rouse = Rouse::serve(&sb, &config);
 
     let stream = tokio::net::TcpStream::connect(rouse.addr()).await.unwrap();
@@ -140,7 +209,7 @@ async fn http2_prior_knowledge_requests_are_routed_by_authority() {
     .await
     .expect("HTTP/2 handshake timed out")
     .expect("HTTP/2 handshake with rouse");
-    tokio::spawn(conn);
+    let conn = tokio::spawn(conn);
 
     // Both sites over the one HTTP/2 connection, as a browser coalescing connections would.
     for (uri, backend, name) in [
@@ -148,7 +217,9 @@ async fn http2_prior_knowledge_requests_are_routed_by_authority() {
         ("http://TWO.test:8443/b", &two, "two.test"),
         ("http://one.test/c", &one, "one.test"),
     ] {
-        let req = hyper::Request::get(uri).body(Empty::<bytes::Bytes>::new()).unwrap();
+        let req = hyper::Request::get(uri)
+            .body(Empty::<bytes::Bytes>::new())
+            .unwrap();
         let resp = tokio::time::timeout(Duration::from_secs(10), sender.send_request(req))
             .await
             .expect("HTTP/2 request timed out")
@@ -157,18 +228,93 @@ async fn http2_prior_knowledge_requests_are_routed_by_authority() {
         let body = resp.into_body().collect().await.unwrap().to_bytes();
         let head = String::from_utf8_lossy(&body).into_owned();
         let path = &uri[uri.rfind('/').unwrap()..];
-        assert!(head.starts_with(&format!("GET {path} ")), "{uri} reached the wrong place:\n{head}");
+        assert!(
+            head.starts_with(&format!("GET {path} ")),
+            "{uri} reached the wrong place:\n{head}"
+        );
         let seen = backend.heads().last().cloned().unwrap_or_default();
         assert_eq!(seen, head, "{uri} must be answered by {name}'s upstream");
         let host = head_header(&head, "host").unwrap_or_default();
-        assert!(host.to_ascii_lowercase().starts_with(name), "upstream Host for {uri} should be the authority, got {host:?}:\n{head}");
+        assert!(
+            host.to_ascii_lowercase().starts_with(name),
+            "upstream Host for {uri} should be the authority, got {host:?}:\n{head}"
+        );
     }
     assert_eq!((one.heads().len(), two.heads().len()), (2, 1));
 
     // An unknown authority is a 404 over HTTP/2 too.
-    let req = hyper::Request::get("http://three.test/").body(Empty::<bytes::Bytes>::new()).unwrap();
+    let req = hyper::Request::get("http://three.test/")
+        .body(Empty::<bytes::Bytes>::new())
+        .unwrap();
     let resp = sender.send_request(req).await.unwrap();
     assert_eq!(resp.status(), 404);
     let body = resp.into_body().collect().await.unwrap().to_bytes();
-    assert_eq!(String::from_utf8_lossy(&body).trim_end(), r#"rouse: no route for host "three.test""#);
+    assert_eq!(
+        String::from_utf8_lossy(&body).trim_end(),
+        r#"rouse: no route for host "three.test""#
+    );
+
+    // Close the connection before rouse is stopped (its Drop blocks this runtime's thread).
+    drop(sender);
+    let _ = tokio::time::timeout(Duration::from_secs(5), conn).await;
+}
+
+#[tokio::test]
+async fn large_response_arrives_intact() {
+    let sb = Sandbox::new();
+    std::fs::create_dir(sb.path("site")).unwrap();
+    let content: String = (0..200_000).map(|i| format!("line {i:08}\n")).collect();
+    std::fs::write(sb.path("site/big.txt"), &content).unwrap();
+    let port = free_port();
+    let command: Vec<String> = vec![
+        "$ROUSE".into(),
+        "static".into(),
+        "--listen".into(),
+        format!("127.0.0.1:{port}"),
+        "--root".into(),
+        sb.p("site"),
+    ];
+    let rouse = Rouse::serve(&sb, &exec_route("big", &["big.test"], port, &command, ""));
+
+    let resp = send(
+        rouse.addr(),
+        "GET /big.txt HTTP/1.1\r\nHost: big.test\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(resp.status, 200, "{:?}", resp.headers);
+    assert_eq!(resp.body.len(), content.len());
+    assert!(resp.body == content, "body differs from the file served");
+}
+
+#[tokio::test]
+async fn open_upgraded_connection_keeps_the_backend_running() {
+    let sb = Sandbox::new();
+    let upstream = upgrade_backend().await;
+    // The process rouse starts and stops is a stand-in (`sleep`); the server it "runs" is the
+    // test's upgrade backend, already listening, so it is ready at once.
+    let script = format!("echo $$ >> {}; exec sleep 60", sq(&sb.p("ws.pids")));
+    let route = exec_route(
+        "ws",
+        &["ws.test"],
+        upstream.port(),
+        &sh_cmd(&sb, &script),
+        "idle_timeout = \"300ms\"",
+    );
+    let rouse = Rouse::serve(&sb, &route);
+
+    let mut conn = upgraded(&rouse, "ws.test").await;
+    let pid = wait_pid(&sb, "ws.pids", Duration::from_secs(2)).await;
+    assert_echoes(&mut conn, "hello").await;
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    assert!(
+        alive(pid),
+        "backend stopped under an open upgraded connection"
+    );
+    assert_echoes(&mut conn, "still there?").await;
+
+    drop(conn);
+    assert!(
+        wait_until(Duration::from_secs(5), || !alive(pid)).await,
+        "backend still running 5s after the upgraded connection closed"
+    );
 }

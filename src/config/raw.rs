@@ -37,6 +37,7 @@ struct RawProxy {
     header_timeout: Option<Spanned<String>>,
     keepalive_timeout: Option<Spanned<String>>,
     max_header_bytes: Option<Spanned<i64>>,
+    workers: Option<Spanned<i64>>,
 }
 
 #[derive(Deserialize)]
@@ -329,6 +330,10 @@ fn proxy_config(check: &Checker<'_>, p: &RawProxy) -> Result<ProxyConfig, Config
             "keepalive_timeout",
             d.keepalive_timeout,
         )?,
+        workers: p
+            .workers
+            .as_ref()
+            .map_or(Ok(d.workers), |v| check.positive(v, "workers"))?,
         max_header_bytes: match &p.max_header_bytes {
             None => d.max_header_bytes,
             Some(v) => {

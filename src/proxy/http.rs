@@ -54,7 +54,7 @@ pub async fn forward(
     let client_upgrade = upgrade.is_some().then(|| hyper::upgrade::on(&mut req));
     rewrite_request(&mut req, upstream, cx.client, upgrade.clone());
 
-    let mut resp = match upstream.client.request(req).await {
+    let mut resp = match upstream.client().request(req).await {
         Ok(resp) => resp,
         Err(e) => {
             let err = Error::Upstream {
@@ -167,6 +167,16 @@ fn rewrite_request<B>(
 
 /// Removes hop-by-hop headers, including those the Connection header names.
 fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    if headers.contains_key(header::CONNECTION) {
+        strip_connection_named(headers);
+    }
+    for name in &HOP_BY_HOP {
+        headers.remove(name);
+    }
+}
+
+/// Removes the headers the Connection header names.
+fn strip_connection_named(headers: &mut HeaderMap) {
     let named: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
         .iter()
@@ -174,7 +184,7 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
         .flat_map(|v| v.split(','))
         .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
         .collect();
-    for name in named.iter().chain(HOP_BY_HOP.iter()) {
+    for name in &named {
         headers.remove(name);
     }
 }
@@ -197,7 +207,7 @@ mod tests {
 
     fn rewritten(req: Request<()>) -> Request<()> {
         let mut req = req;
-        let upstream = Upstream::new("127.0.0.1:9101".parse().unwrap());
+        let upstream = Upstream::new("127.0.0.1:9101".parse().unwrap(), 1);
         rewrite_request(&mut req, &upstream, "10.1.2.3:5555".parse().unwrap(), None);
         req
     }

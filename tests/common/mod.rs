@@ -34,7 +34,12 @@ pub struct Sandbox {
 
 impl Sandbox {
     pub fn new() -> Sandbox {
-        Sandbox { dir: tempfile::Builder::new().prefix("rouse-test-").tempdir().expect("tempdir") }
+        Sandbox {
+            dir: tempfile::Builder::new()
+                .prefix("rouse-test-")
+                .tempdir()
+                .expect("tempdir"),
+        }
     }
 
     pub fn dir(&self) -> &Path {
@@ -65,12 +70,18 @@ impl Sandbox {
     /// Number of non-empty lines in `name` (0 if it does not exist): backend wrappers append one
     /// line per start, so this counts starts.
     pub fn lines(&self, name: &str) -> usize {
-        self.read(name).lines().filter(|l| !l.trim().is_empty()).count()
+        self.read(name)
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .count()
     }
 
     /// The pid on the last line of `name` (wrappers append `$$` on every start).
     pub fn last_pid(&self, name: &str) -> Option<i32> {
-        self.read(name).lines().rev().find_map(|l| l.trim().parse().ok())
+        self.read(name)
+            .lines()
+            .rev()
+            .find_map(|l| l.trim().parse().ok())
     }
 
     pub fn touch(&self, name: &str) {
@@ -83,12 +94,15 @@ impl Drop for Sandbox {
         // Safety net for failing tests: kill any backend still running whose pid a wrapper wrote
         // into a `*.pids` file (and whose environment names this sandbox, so a reused pid is
         // never hit), so that a failure does not leave processes behind.
-        let Ok(entries) = fs::read_dir(self.dir.path()) else { return };
+        let Ok(entries) = fs::read_dir(self.dir.path()) else {
+            return;
+        };
         for entry in entries.flatten() {
             if entry.path().extension().is_some_and(|e| e == "pids") {
                 let text = fs::read_to_string(entry.path()).unwrap_or_default();
                 for pid in text.lines().filter_map(|l| l.trim().parse::<i32>().ok()) {
-                    if alive(pid) && environ(pid).contains(self.dir.path().to_str().unwrap_or("\0")) {
+                    if alive(pid) && environ(pid).contains(self.dir.path().to_str().unwrap_or("\0"))
+                    {
                         unsafe { libc::kill(pid, libc::SIGKILL) };
                     }
                 }
@@ -139,23 +153,42 @@ pub fn static_cmd(port: u16, body: &str) -> Vec<String> {
 
 /// The shell command that replaces the wrapper with `rouse static` (for the tail of a script).
 pub fn exec_static(port: u16, body: &str) -> String {
-    format!("exec {} static --listen 127.0.0.1:{port} --body {}", sq(ROUSE), sq(body))
+    format!(
+        "exec {} static --listen 127.0.0.1:{port} --body {}",
+        sq(ROUSE),
+        sq(body)
+    )
 }
 
 /// `["/bin/sh", "-c", SCRIPT, NAME]`.
 pub fn sh_cmd(sandbox: &Sandbox, script: &str) -> Vec<String> {
-    vec!["/bin/sh".into(), "-c".into(), script.into(), sandbox.p("backend")]
+    vec![
+        "/bin/sh".into(),
+        "-c".into(),
+        script.into(),
+        sandbox.p("backend"),
+    ]
 }
 
 /// A wrapper that records each start (its pid, one line, in `pids_file`) and then becomes
 /// `rouse static` answering `body`. The pid stays the same across `exec`.
 pub fn counted_static(sandbox: &Sandbox, pids_file: &str, port: u16, body: &str) -> Vec<String> {
-    let script = format!("echo $$ >> {}; {}", sq(&sandbox.p(pids_file)), exec_static(port, body));
+    let script = format!(
+        "echo $$ >> {}; {}",
+        sq(&sandbox.p(pids_file)),
+        exec_static(port, body)
+    );
     sh_cmd(sandbox, &script)
 }
 
 /// One `[[route]]` with an exec backend.
-pub fn exec_route(name: &str, hosts: &[&str], port: u16, command: &[String], extra: &str) -> String {
+pub fn exec_route(
+    name: &str,
+    hosts: &[&str],
+    port: u16,
+    command: &[String],
+    extra: &str,
+) -> String {
     format!(
         "[[route]]\nname = {}\nhosts = {}\nupstream = \"127.0.0.1:{port}\"\n{extra}\n[route.backend]\nkind = \"exec\"\ncommand = {}\n\n",
         q(name),
@@ -181,7 +214,11 @@ pub const LISTENER: &str =
 
 /// A port that was free a moment ago (bind :0, read, drop).
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// Whether `pid` is a running (not zombie) process.
@@ -190,7 +227,10 @@ pub fn alive(pid: i32) -> bool {
         Err(_) => false,
         Ok(stat) => {
             // "pid (comm) S ...": the state follows the last ')'.
-            let state = stat.rsplit_once(')').map(|(_, rest)| rest.trim_start()).unwrap_or("");
+            let state = stat
+                .rsplit_once(')')
+                .map(|(_, rest)| rest.trim_start())
+                .unwrap_or("");
             !(state.starts_with('Z') || state.starts_with('X'))
         }
     }
@@ -248,7 +288,15 @@ impl Rouse {
         let config = sandbox.write("rouse.toml", &format!("{LISTENER}{body}"));
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind listener");
         let addr = listener.local_addr().unwrap();
-        let child = spawn_inherited(&config, &sandbox.path("rouse.log"), &[listener.as_raw_fd()], Some("http"));
+        // std listens with a backlog of 128; systemd uses SOMAXCONN. Match systemd, so that a
+        // burst of connections is not slowed by SYN retries before rouse even sees it.
+        unsafe { libc::listen(listener.as_raw_fd(), 4096) };
+        let child = spawn_inherited(
+            &config,
+            &sandbox.path("rouse.log"),
+            &[listener.as_raw_fd()],
+            Some("http"),
+        );
         // Our copy of the socket is closed here: if rouse dies, clients get refused, not hung.
         drop(listener);
         Rouse::from_child(child, addr, sandbox.path("rouse.log"))
@@ -256,7 +304,13 @@ impl Rouse {
 
     pub fn from_child(child: Child, addr: SocketAddr, log_path: PathBuf) -> Rouse {
         let pid = child.id() as i32;
-        Rouse { child: Some(child), pid, addr, log_path, exit: None }
+        Rouse {
+            child: Some(child),
+            pid,
+            addr,
+            log_path,
+            exit: None,
+        }
     }
 
     pub fn addr(&self) -> SocketAddr {
@@ -274,7 +328,10 @@ impl Rouse {
 
     /// Number of log lines containing every one of `parts`.
     pub fn log_count(&self, parts: &[&str]) -> usize {
-        self.log().lines().filter(|l| parts.iter().all(|p| l.contains(p))).count()
+        self.log()
+            .lines()
+            .filter(|l| parts.iter().all(|p| l.contains(p)))
+            .count()
     }
 
     /// Wait until a log line contains every one of `parts`.
@@ -331,7 +388,11 @@ impl Drop for Rouse {
             // SIGTERM first, so that rouse stops the backends it started.
             unsafe { libc::kill(self.pid, libc::SIGTERM) };
             if self.blocking_wait(Duration::from_secs(5)).is_none() {
-                eprintln!("rouse (pid {}) ignored SIGTERM for 5s: killing it", self.pid);
+                eprintln!(
+                    "rouse (pid {}) still running 5s after SIGTERM: killing it (a client connection on \
+                     this test's runtime, which this Drop blocks, can cause that)",
+                    self.pid
+                );
                 unsafe { libc::kill(self.pid, libc::SIGKILL) };
                 self.blocking_wait(Duration::from_secs(5));
             }
@@ -380,18 +441,17 @@ pub fn spawn_inherited(config: &Path, log: &Path, fds: &[RawFd], names: Option<&
             // Move every source out of the way first, so that placing one at 3+i can never
             // clobber another still to be placed; dup2 also clears close-on-exec.
             let mut high = [-1 as RawFd; 8];
-            for i in 0..n {
-                let fd = libc::fcntl(src[i], libc::F_DUPFD, 100);
-                if fd < 0 {
+            for (h, &fd) in high.iter_mut().zip(&src[..n]) {
+                *h = libc::fcntl(fd, libc::F_DUPFD, 100);
+                if *h < 0 {
                     return Err(io::Error::last_os_error());
                 }
-                high[i] = fd;
             }
-            for i in 0..n {
-                if libc::dup2(high[i], 3 + i as RawFd) < 0 {
+            for (target, &h) in (3..).zip(&high[..n]) {
+                if libc::dup2(h, target) < 0 {
                     return Err(io::Error::last_os_error());
                 }
-                libc::close(high[i]);
+                libc::close(h);
             }
             Ok(())
         });
@@ -460,13 +520,20 @@ pub struct Response {
 impl Response {
     /// The first header called `name` (case-insensitive).
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
     }
 }
 
 /// `GET /` with `Host: host` on a fresh connection (`Connection: close`).
 pub async fn get(addr: SocketAddr, host: &str) -> Response {
-    send(addr, &format!("GET / HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n")).await
+    send(
+        addr,
+        &format!("GET / HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"),
+    )
+    .await
 }
 
 /// Send `raw` on a fresh connection and read one response; panics (with the error) on I/O
@@ -493,7 +560,9 @@ impl Conn {
     pub async fn connect(addr: SocketAddr) -> io::Result<Conn> {
         let stream = deadline(TcpStream::connect(addr)).await?;
         stream.set_nodelay(true)?;
-        Ok(Conn { stream: BufReader::new(stream) })
+        Ok(Conn {
+            stream: BufReader::new(stream),
+        })
     }
 
     pub async fn send(&mut self, raw: &str) -> io::Result<()> {
@@ -523,7 +592,10 @@ impl Conn {
     async fn read_response_inner(&mut self) -> io::Result<Response> {
         let status_line = self.line().await?;
         if status_line.is_empty() {
-            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "connection closed before a response"));
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "connection closed before a response",
+            ));
         }
         let mut parts = status_line.splitn(3, ' ');
         let _version = parts.next();
@@ -537,19 +609,29 @@ impl Conn {
             if line.is_empty() {
                 break;
             }
-            let (name, value) = line.split_once(':').ok_or_else(|| bad(format!("bad header {line:?}")))?;
+            let (name, value) = line
+                .split_once(':')
+                .ok_or_else(|| bad(format!("bad header {line:?}")))?;
             headers.push((name.trim().to_string(), value.trim().to_string()));
         }
-        let mut resp = Response { status, headers, body: String::new() };
+        let mut resp = Response {
+            status,
+            headers,
+            body: String::new(),
+        };
         if status < 200 || status == 204 || status == 304 {
             return Ok(resp);
         }
         let mut body = Vec::new();
-        if resp.header("transfer-encoding").is_some_and(|v| v.to_ascii_lowercase().contains("chunked")) {
+        if resp
+            .header("transfer-encoding")
+            .is_some_and(|v| v.to_ascii_lowercase().contains("chunked"))
+        {
             loop {
                 let size_line = self.line().await?;
-                let size = usize::from_str_radix(size_line.split(';').next().unwrap_or("").trim(), 16)
-                    .map_err(|_| bad(format!("bad chunk size {size_line:?}")))?;
+                let size =
+                    usize::from_str_radix(size_line.split(';').next().unwrap_or("").trim(), 16)
+                        .map_err(|_| bad(format!("bad chunk size {size_line:?}")))?;
                 if size == 0 {
                     // Trailers, up to an empty line.
                     while !self.line().await?.is_empty() {}
@@ -561,7 +643,9 @@ impl Conn {
                 self.line().await?;
             }
         } else if let Some(len) = resp.header("content-length") {
-            let len: usize = len.parse().map_err(|_| bad(format!("bad content-length {len:?}")))?;
+            let len: usize = len
+                .parse()
+                .map_err(|_| bad(format!("bad content-length {len:?}")))?;
             body.resize(len, 0);
             self.stream.read_exact(&mut body).await?;
         } else {
@@ -586,7 +670,10 @@ fn bad(msg: String) -> io::Error {
 async fn deadline<T>(fut: impl std::future::Future<Output = io::Result<T>>) -> io::Result<T> {
     match tokio::time::timeout(IO_DEADLINE, fut).await {
         Ok(r) => r,
-        Err(_) => Err(io::Error::new(io::ErrorKind::TimedOut, format!("no answer within {IO_DEADLINE:?}"))),
+        Err(_) => Err(io::Error::new(
+            io::ErrorKind::TimedOut,
+            format!("no answer within {IO_DEADLINE:?}"),
+        )),
     }
 }
 
@@ -610,17 +697,23 @@ impl EchoBackend {
         let (h, c) = (heads.clone(), connections.clone());
         let task = tokio::spawn(async move {
             loop {
-                let Ok((stream, _)) = listener.accept().await else { return };
+                let Ok((stream, _)) = listener.accept().await else {
+                    return;
+                };
                 c.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                 let h = h.clone();
                 tokio::spawn(async move {
                     let mut stream = BufReader::new(stream);
                     loop {
-                        let Ok(head) = read_head(&mut stream).await else { return };
+                        let Ok(head) = read_head(&mut stream).await else {
+                            return;
+                        };
                         if head.is_empty() {
                             return;
                         }
-                        let len: usize = head_header(&head, "content-length").and_then(|v| v.parse().ok()).unwrap_or(0);
+                        let len: usize = head_header(&head, "content-length")
+                            .and_then(|v| v.parse().ok())
+                            .unwrap_or(0);
                         let mut body = vec![0; len];
                         if stream.read_exact(&mut body).await.is_err() {
                             return;
@@ -638,7 +731,12 @@ impl EchoBackend {
                 });
             }
         });
-        EchoBackend { addr, heads, connections, task }
+        EchoBackend {
+            addr,
+            heads,
+            connections,
+            task,
+        }
     }
 
     pub fn heads(&self) -> Vec<String> {
@@ -671,6 +769,8 @@ pub async fn read_head<R: AsyncBufReadExt + Unpin>(r: &mut R) -> io::Result<Stri
 pub fn head_header(head: &str, name: &str) -> Option<String> {
     head.lines().skip(1).find_map(|l| {
         let (n, v) = l.split_once(':')?;
-        n.trim().eq_ignore_ascii_case(name).then(|| v.trim().to_string())
+        n.trim()
+            .eq_ignore_ascii_case(name)
+            .then(|| v.trim().to_string())
     })
 }
