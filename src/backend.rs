@@ -5,10 +5,14 @@
 //! starts, probing readiness, timeouts, the idle stop — lives in [`crate::lifecycle`], so a
 //! new kind never touches routing, holding or forwarding.
 
+pub mod container;
 pub mod exec;
+pub mod systemd;
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::config::{BackendConfig, RouteConfig};
@@ -22,6 +26,12 @@ pub trait Backend: Send + Sync + 'static {
     /// Issues the start and resolves once the backend has been launched (not yet ready:
     /// readiness is probed by the lifecycle). Dropping the future must not leak what it began.
     fn start(&self) -> BoxFuture<'_, Result<Box<dyn Instance>, StartError>>;
+
+    /// Checks, without starting anything, that the backend can be found (for `rouse check`);
+    /// returns one warning per problem. By default there is nothing to check.
+    fn preflight(&self) -> BoxFuture<'_, Vec<String>> {
+        Box::pin(async { Vec::new() })
+    }
 }
 
 /// One started backend.
@@ -51,6 +61,10 @@ pub enum StartError {
     /// The backend was not ready within `start_timeout`.
     #[error("backend not ready after {}", fmt_duration(*.0))]
     Timeout(Duration),
+    /// The service manager or container engine refused or failed the start, in its words
+    /// (`unit "blog.service" failed: exit-code`).
+    #[error("{0}")]
+    Refused(String),
 }
 
 /// Why a stop did not go cleanly (the backend is gone all the same, or as good as).
@@ -59,9 +73,70 @@ pub enum StartError {
 pub struct StopError(pub String);
 
 /// The backend a route's config describes, or `None` for an always-on upstream.
-pub fn for_route(route: &RouteConfig) -> Option<Box<dyn Backend>> {
+pub fn for_route(route: &RouteConfig, claims: &Arc<Claims>) -> Option<Box<dyn Backend>> {
     match &route.backend {
         BackendConfig::None => None,
         BackendConfig::Exec(cfg) => Some(Box::new(exec::Exec::new(&route.name, cfg.clone()))),
+        BackendConfig::Systemd(cfg) => Some(Box::new(systemd::Systemd::new(
+            &route.name,
+            cfg.clone(),
+            claims.clone(),
+        ))),
+        BackendConfig::Container(cfg) => Some(Box::new(container::Container::new(
+            &route.name,
+            cfg.clone(),
+            claims.clone(),
+        ))),
+    }
+}
+
+/// Which routes hold each shared unit or container, so that one used by several routes is
+/// stopped only when the last of them lets go.
+///
+/// Keys name the resource with where it lives (`systemd system blog.service`,
+/// `podman /run/podman/podman.sock blog`), so equal names on different buses never collide.
+#[derive(Debug, Default)]
+pub struct Claims {
+    held: Mutex<HashMap<String, usize>>,
+}
+
+impl Claims {
+    /// Records that one more route uses `key`.
+    pub fn claim(&self, key: &str) {
+        *self
+            .held
+            .lock()
+            .expect("claims lock")
+            .entry(key.to_owned())
+            .or_insert(0) += 1;
+    }
+
+    /// Records that a route no longer uses `key`; true if none does any more (stop it then).
+    pub fn release(&self, key: &str) -> bool {
+        let mut held = self.held.lock().expect("claims lock");
+        match held.get_mut(key) {
+            Some(n) if *n > 1 => {
+                *n -= 1;
+                false
+            }
+            _ => {
+                held.remove(key);
+                true
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Claims;
+
+    #[test]
+    fn a_shared_resource_is_released_by_its_last_user_only() {
+        let claims = Claims::default();
+        claims.claim("systemd system db.service");
+        claims.claim("systemd system db.service");
+        assert!(!claims.release("systemd system db.service"));
+        assert!(claims.release("systemd system db.service"));
     }
 }

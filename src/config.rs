@@ -150,6 +150,115 @@ pub enum BackendConfig {
     None,
     /// A command rouse runs and stops.
     Exec(ExecConfig),
+    /// systemd units, started and stopped over D-Bus.
+    Systemd(SystemdConfig),
+    /// podman or Docker containers, started and stopped through the engine's API.
+    Container(ContainerConfig),
+}
+
+/// `kind = "systemd"`: units rouse starts and stops through systemd's D-Bus API.
+#[derive(Debug, Clone)]
+pub struct SystemdConfig {
+    /// The route's unit first, then the units of `also`, each with its type suffix.
+    pub units: Vec<String>,
+    /// Which bus systemd is reached on.
+    pub bus: BusAddress,
+}
+
+/// Where a D-Bus bus is.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum BusAddress {
+    /// The system bus (the system's systemd).
+    System,
+    /// The calling user's session bus (the user's systemd).
+    User,
+    /// An explicit D-Bus address, like `unix:path=/run/dbus/system_bus_socket`.
+    Address(String),
+}
+
+impl BusAddress {
+    /// Parses `system`, `user` or a D-Bus address (`unix:path=…`, `unix:abstract=…`, `tcp:…`).
+    pub fn parse(text: &str) -> Option<BusAddress> {
+        match text.trim() {
+            "system" => Some(BusAddress::System),
+            "user" | "session" => Some(BusAddress::User),
+            t if t.contains(':') && t.contains('=') => Some(BusAddress::Address(t.to_owned())),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for BusAddress {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            BusAddress::System => f.write_str("system"),
+            BusAddress::User => f.write_str("user"),
+            BusAddress::Address(a) => f.write_str(a),
+        }
+    }
+}
+
+/// Which container engine API a container backend speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Engine {
+    /// podman's libpod REST API.
+    Podman,
+    /// The Docker Engine API (also served by podman's compatibility layer).
+    Docker,
+}
+
+impl Engine {
+    /// The engine's usual API socket: root's, or the user's under `$XDG_RUNTIME_DIR`.
+    pub fn default_socket(self) -> PathBuf {
+        match self {
+            Engine::Docker => PathBuf::from("/var/run/docker.sock"),
+            Engine::Podman => {
+                // SAFETY: geteuid has no preconditions.
+                let root = unsafe { libc::geteuid() } == 0;
+                match std::env::var_os("XDG_RUNTIME_DIR") {
+                    Some(dir) if !root => PathBuf::from(dir).join("podman/podman.sock"),
+                    _ => PathBuf::from("/run/podman/podman.sock"),
+                }
+            }
+        }
+    }
+}
+
+impl fmt::Display for Engine {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Engine::Podman => "podman",
+            Engine::Docker => "docker",
+        })
+    }
+}
+
+/// `kind = "podman"` / `"docker"`: containers rouse starts and stops through the engine's API.
+#[derive(Debug, Clone)]
+pub struct ContainerConfig {
+    /// Which API.
+    pub engine: Engine,
+    /// The route's container first, then those of `also`.
+    pub containers: Vec<String>,
+    /// The engine's API socket.
+    pub socket: PathBuf,
+    /// How to create the route's container when it does not exist (when `image` is given).
+    pub create: Option<CreateSpec>,
+}
+
+/// What `podman create` / `docker create` would be given for a missing container.
+#[derive(Debug, Clone, Default)]
+pub struct CreateSpec {
+    /// Image reference.
+    pub image: String,
+    /// Command and arguments (empty: the image's default).
+    pub command: Vec<String>,
+    /// Environment variables.
+    pub env: BTreeMap<String, String>,
+    /// Published ports, `[IP:]HOST:CONTAINER[/PROTO]` as `podman create -p` takes them.
+    pub ports: Vec<String>,
+    /// Volumes, `HOST:CONTAINER[:OPTIONS]` as `podman create -v` takes them.
+    pub volumes: Vec<String>,
 }
 
 /// A backend that is a plain command.

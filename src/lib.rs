@@ -23,6 +23,8 @@
 //! - [`backend`]: the `Backend`/`Instance` traits; one file per kind ([`backend::exec`]).
 //! - [`proxy`]: the upstream connection pool, the response body, and [`proxy::http`] forwarding.
 //! - [`error`]: every error a client can see, and its single mapping to a status code.
+//! - [`notify`]: `sd_notify` messages to systemd (`READY=1`, `STOPPING=1`, `STATUS=`).
+//! - [`units`]: the systemd units `rouse units` writes for a config.
 //! - [`static_site`]: a tiny file/text server for demos and tests (`rouse static`).
 
 pub mod activity;
@@ -32,8 +34,10 @@ pub mod error;
 pub mod hold;
 pub mod lifecycle;
 pub mod listen;
+pub mod notify;
 pub mod proxy;
 pub mod ready;
 pub mod route;
 pub mod server;
 pub mod static_site;
+pub mod units;

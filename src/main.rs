@@ -36,6 +36,27 @@ enum Command {
         #[arg(short, long, value_name = "FILE")]
         config: PathBuf,
     },
+    /// Write the systemd units that run rouse socket-activated for a config.
+    Units {
+        /// The config file (the service will run with its absolute path).
+        #[arg(short, long, value_name = "FILE")]
+        config: PathBuf,
+        /// Directory to write the units to.
+        #[arg(short, long, value_name = "DIR", default_value = ".")]
+        output: PathBuf,
+        /// Units for a user's systemd (`systemctl --user`) instead of the system's.
+        #[arg(long)]
+        user: bool,
+        /// Also write Quadlet `.container` files for podman routes that give an image.
+        #[arg(long)]
+        quadlet: bool,
+        /// The rouse executable the service runs (default: this one).
+        #[arg(long, value_name = "PATH")]
+        bin: Option<PathBuf>,
+        /// Overwrite files that exist.
+        #[arg(long)]
+        force: bool,
+    },
     /// Serve a fixed body or a directory over HTTP (a demo and test backend).
     #[command(hide = true)]
     Static {
@@ -56,6 +77,20 @@ fn main() -> ExitCode {
     init_logging();
     match cli.command {
         Command::Check { config } => check(&config),
+        Command::Units {
+            config,
+            output,
+            user,
+            quadlet,
+            bin,
+            force,
+        } => match units(&config, &output, user, quadlet, bin, force) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("rouse units: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
         Command::Serve { config } => match serve(&config) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
@@ -99,6 +134,9 @@ fn check(path: &std::path::Path) -> ExitCode {
     match Config::load(path) {
         Ok(config) => {
             print!("{}", summary(&config));
+            for warning in preflight(&config) {
+                eprintln!("warning: {warning}");
+            }
             ExitCode::SUCCESS
         }
         Err(e) => {
@@ -126,6 +164,111 @@ fn serve(path: &std::path::Path) -> anyhow::Result<()> {
         Exit::Idle => "idle_exit",
     };
     tracing::info!(reason = %reason, "exiting");
+    Ok(())
+}
+
+/// Asks each route's backend whether it can be found (a unit on its bus, a container in its
+/// engine), without starting anything.
+fn preflight(config: &Config) -> Vec<String> {
+    const PREFLIGHT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+    let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    else {
+        return vec!["cannot start the async runtime to check backends".into()];
+    };
+    let claims = std::sync::Arc::new(rouse::backend::Claims::default());
+    runtime.block_on(async {
+        let mut warnings = Vec::new();
+        for route in &config.routes {
+            let Some(backend) = rouse::backend::for_route(route, &claims) else {
+                continue;
+            };
+            match tokio::time::timeout(PREFLIGHT_TIMEOUT, backend.preflight()).await {
+                Ok(found) => warnings.extend(
+                    found
+                        .into_iter()
+                        .map(|w| format!("route \"{}\": {w}", route.name)),
+                ),
+                Err(_) => warnings.push(format!(
+                    "route \"{}\": no answer from its backend's manager within 5s",
+                    route.name
+                )),
+            }
+        }
+        warnings
+    })
+}
+
+fn units(
+    config_path: &std::path::Path,
+    output: &std::path::Path,
+    user: bool,
+    quadlet: bool,
+    bin: Option<PathBuf>,
+    force: bool,
+) -> anyhow::Result<()> {
+    let config = match Config::load(config_path) {
+        Ok(config) => config,
+        Err(e) => anyhow::bail!("{e}"),
+    };
+    let config_path = std::path::absolute(config_path).context("cannot resolve the config path")?;
+    let binary = match bin {
+        Some(bin) => bin,
+        None => std::env::current_exe().context("cannot find the rouse executable: pass --bin")?,
+    };
+    let scope = if user {
+        rouse::units::Scope::User
+    } else {
+        rouse::units::Scope::System
+    };
+    let files = rouse::units::render(&config, &binary, &config_path, scope, quadlet);
+    std::fs::create_dir_all(output)
+        .with_context(|| format!("cannot create {}", output.display()))?;
+    // Refuse before writing anything, so a refusal leaves no half-written set.
+    if !force {
+        let existing: Vec<String> = files
+            .iter()
+            .map(|f| output.join(&f.name))
+            .filter(|p| p.exists())
+            .map(|p| p.display().to_string())
+            .collect();
+        if !existing.is_empty() {
+            anyhow::bail!(
+                "will not overwrite {}: pass --force to replace",
+                existing.join(", ")
+            );
+        }
+    }
+    for file in &files {
+        let path = output.join(&file.name);
+        std::fs::write(&path, &file.text)
+            .with_context(|| format!("cannot write {}", path.display()))?;
+        println!("wrote {}", path.display());
+    }
+    let (dir, systemctl) = if user {
+        ("~/.config/systemd/user/", "systemctl --user")
+    } else {
+        ("/etc/systemd/system/", "systemctl")
+    };
+    let sockets: Vec<&str> = files
+        .iter()
+        .map(|f| f.name.as_str())
+        .filter(|n| n.ends_with(".socket"))
+        .collect();
+    println!("install: copy the .socket and .service files to {dir}, then:");
+    println!(
+        "  {systemctl} daemon-reload && {systemctl} enable --now {}",
+        sockets.join(" ")
+    );
+    if files.iter().any(|f| f.name.ends_with(".container")) {
+        let quadlet_dir = if user {
+            "~/.config/containers/systemd/"
+        } else {
+            "/etc/containers/systemd/"
+        };
+        println!("and the .container files to {quadlet_dir} (before the daemon-reload)");
+    }
     Ok(())
 }
 
@@ -179,6 +322,17 @@ fn summary(config: &Config) -> String {
         let backend = match &r.backend {
             BackendConfig::None => "none (always on)".to_owned(),
             BackendConfig::Exec(e) => format!("exec {}", e.command.join(" ")),
+            BackendConfig::Systemd(s) => format!("systemd {} (bus {})", s.units.join(" + "), s.bus),
+            BackendConfig::Container(c) => format!(
+                "{} {} (socket {}){}",
+                c.engine,
+                c.containers.join(" + "),
+                c.socket.display(),
+                c.create.as_ref().map_or(String::new(), |spec| format!(
+                    ", created from {} if missing",
+                    spec.image
+                ))
+            ),
         };
         let _ = writeln!(
             out,

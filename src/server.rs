@@ -77,6 +77,7 @@ pub async fn run(
 ) -> std::io::Result<Exit> {
     let (stop_backends, backends_stop) = watch::channel(false);
     let running = Activity::new();
+    let claims = Arc::new(crate::backend::Claims::default());
     let mut supervisors = JoinSet::new();
     let mut hosts = HostMap::default();
     let mut routes = Vec::with_capacity(config.routes.len());
@@ -85,7 +86,7 @@ pub async fn run(
             hosts.insert(host, index);
         }
         let activity = Activity::new();
-        let shared = match crate::backend::for_route(rc) {
+        let shared = match crate::backend::for_route(rc, &claims) {
             Some(backend) => {
                 let (supervisor, shared) = Supervisor::new(
                     rc,
@@ -133,6 +134,11 @@ pub async fn run(
     }
     // The workers hold their own copies of the sockets.
     drop(sockets);
+    crate::notify::notify(&format!(
+        "READY=1\nSTATUS=serving {} routes on {} listeners",
+        app.routes.len(),
+        config.listeners.len()
+    ));
 
     let exit = tokio::select! {
         () = shutdown => Exit::Requested,
@@ -144,6 +150,7 @@ pub async fn run(
 
     // Stop accepting, let in-flight requests finish, then stop the backends.
     info!(open_connections = app.connections.active(), "shutting down");
+    crate::notify::notify("STOPPING=1\nSTATUS=shutting down");
     drain.send_replace(true);
     let drained = tokio::time::timeout(
         app.proxy.drain_timeout,

@@ -13,8 +13,9 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use super::{
-    BackendConfig, Config, ConfigError, ExecConfig, ListenerConfig, Protocol, ProxyConfig,
-    ReadyCheck, RouteConfig, Signal, line_col,
+    BackendConfig, BusAddress, Config, ConfigError, ContainerConfig, CreateSpec, Engine,
+    ExecConfig, ListenerConfig, Protocol, ProxyConfig, ReadyCheck, RouteConfig, Signal,
+    SystemdConfig, line_col,
 };
 use crate::route::HostPattern;
 
@@ -71,6 +72,44 @@ struct RawBackend {
     working_dir: Option<Spanned<String>>,
     stop_signal: Option<Spanned<String>>,
     stop_timeout: Option<Spanned<String>>,
+    unit: Option<Spanned<String>>,
+    also: Option<Spanned<Vec<String>>>,
+    bus: Option<Spanned<String>>,
+    container: Option<Spanned<String>>,
+    socket: Option<Spanned<String>>,
+    image: Option<Spanned<String>>,
+    ports: Option<Spanned<Vec<String>>>,
+    volumes: Option<Spanned<Vec<String>>>,
+}
+
+impl RawBackend {
+    /// The keys this table sets, with where they are.
+    fn present(&self) -> Vec<(&'static str, Range<usize>)> {
+        fn at<T>(
+            key: &'static str,
+            v: &Option<Spanned<T>>,
+        ) -> Option<(&'static str, Range<usize>)> {
+            v.as_ref().map(|v| (key, v.span()))
+        }
+        [
+            at("command", &self.command),
+            at("env", &self.env),
+            at("working_dir", &self.working_dir),
+            at("stop_signal", &self.stop_signal),
+            at("stop_timeout", &self.stop_timeout),
+            at("unit", &self.unit),
+            at("also", &self.also),
+            at("bus", &self.bus),
+            at("container", &self.container),
+            at("socket", &self.socket),
+            at("image", &self.image),
+            at("ports", &self.ports),
+            at("volumes", &self.volumes),
+        ]
+        .into_iter()
+        .flatten()
+        .collect()
+    }
 }
 
 /// Default for `[route] idle_timeout`.
@@ -352,80 +391,206 @@ fn backend_config(
     b: &RawBackend,
     base_dir: &Path,
 ) -> Result<BackendConfig, ConfigError> {
-    match b.kind.get_ref().as_str() {
-        "none" => {
-            let extra = [
-                b.command.as_ref().map(|v| ("command", v.span())),
-                b.env.as_ref().map(|v| ("env", v.span())),
-                b.working_dir.as_ref().map(|v| ("working_dir", v.span())),
-                b.stop_signal.as_ref().map(|v| ("stop_signal", v.span())),
-                b.stop_timeout.as_ref().map(|v| ("stop_timeout", v.span())),
-            ];
-            if let Some((key, span)) = extra.into_iter().flatten().next() {
-                return Err(check.err(
-                    span,
-                    format!(
-                        "{key} is not used by kind = \"none\": remove it, or use kind = \"exec\""
-                    ),
-                ));
-            }
-            Ok(BackendConfig::None)
+    let kind = b.kind.get_ref().as_str();
+    let allowed: &[&str] = match kind {
+        "none" => &[],
+        "exec" => &[
+            "command",
+            "env",
+            "working_dir",
+            "stop_signal",
+            "stop_timeout",
+        ],
+        "systemd" => &["unit", "also", "bus"],
+        "podman" | "docker" => &[
+            "container",
+            "also",
+            "socket",
+            "image",
+            "command",
+            "env",
+            "ports",
+            "volumes",
+        ],
+        other => {
+            return Err(check.err(
+                b.kind.span(),
+                format!("backend kind \"{other}\" is not known: write kind = \"exec\", \"systemd\", \"podman\", \"docker\" or \"none\""),
+            ));
         }
-        "exec" => {
-            let Some(command) = &b.command else {
+    };
+    if let Some((key, span)) = b
+        .present()
+        .into_iter()
+        .find(|(key, _)| !allowed.contains(key))
+    {
+        let owners = match key {
+            "command" | "env" => "kind = \"exec\", \"podman\" or \"docker\"",
+            "working_dir" | "stop_signal" | "stop_timeout" => "kind = \"exec\"",
+            "unit" | "bus" => "kind = \"systemd\"",
+            "also" => "kind = \"systemd\", \"podman\" or \"docker\"",
+            _ => "kind = \"podman\" or \"docker\"",
+        };
+        return Err(check.err(
+            span,
+            format!("{key} is not used by kind = \"{kind}\": remove it (it belongs to {owners})"),
+        ));
+    }
+    let env = || {
+        b.env
+            .as_ref()
+            .map(|e| e.get_ref().clone())
+            .unwrap_or_default()
+    };
+    let also = |what: &str| -> Result<Vec<String>, ConfigError> {
+        let Some(also) = &b.also else {
+            return Ok(Vec::new());
+        };
+        also.get_ref()
+            .iter()
+            .map(|name| {
+                let name = name.trim();
+                if name.is_empty() {
+                    Err(check.err(also.span(), format!("also lists an empty {what} name")))
+                } else {
+                    Ok(name.to_owned())
+                }
+            })
+            .collect()
+    };
+    match kind {
+        "none" => Ok(BackendConfig::None),
+        "exec" => exec_config(check, b, base_dir, env()),
+        "systemd" => {
+            let Some(unit) = &b.unit else {
                 return Err(check.err(
                     b.kind.span(),
-                    "kind = \"exec\" needs command = [\"/path/to/program\", \"arg\", ...]",
+                    "kind = \"systemd\" needs unit = \"name.service\"",
                 ));
             };
-            let mut argv = command.get_ref().clone();
-            if argv.first().is_none_or(|p| p.trim().is_empty()) {
-                return Err(check.err(
-                    command.span(),
-                    "command is empty: its first element is the program to run",
-                ));
-            }
-            if argv[0] == SELF_PROGRAM {
-                argv[0] = std::env::current_exe()
-                    .map(|p| p.display().to_string())
-                    .unwrap_or_else(|_| "rouse".to_owned());
-            }
-            let working_dir = match &b.working_dir {
-                None => base_dir.to_owned(),
-                Some(d) => base_dir.join(d.get_ref()),
-            };
-            let stop_signal = match &b.stop_signal {
-                None => Signal::parse("SIGTERM").expect("SIGTERM is known"),
-                Some(s) => Signal::parse(s.get_ref()).ok_or_else(|| {
+            let bus = match &b.bus {
+                None => BusAddress::System,
+                Some(v) => BusAddress::parse(v.get_ref()).ok_or_else(|| {
                     check.err(
-                        s.span(),
-                        format!("stop_signal = \"{}\" is not a known signal: write e.g. \"SIGTERM\", \"SIGINT\" or \"SIGQUIT\"", s.get_ref()),
+                        v.span(),
+                        format!("bus = \"{}\" is not a bus: write \"system\", \"user\" or a D-Bus address like \"unix:path=/run/dbus/system_bus_socket\"", v.get_ref()),
                     )
                 })?,
             };
-            Ok(BackendConfig::Exec(ExecConfig {
-                command: argv,
-                env: b
-                    .env
-                    .as_ref()
-                    .map(|e| e.get_ref().clone())
-                    .unwrap_or_default(),
-                working_dir,
-                stop_signal,
-                stop_timeout: check.opt_duration(
-                    &b.stop_timeout,
-                    "stop_timeout",
-                    DEFAULT_STOP_TIMEOUT,
-                )?,
+            let unit_name = |name: &str, span: Range<usize>| -> Result<String, ConfigError> {
+                let name = name.trim();
+                if name.is_empty() || name.contains('/') || name.contains(char::is_whitespace) {
+                    return Err(check.err(
+                        span,
+                        format!("\"{name}\" is not a unit name: write e.g. \"blog.service\""),
+                    ));
+                }
+                // As systemctl does, a name without a type suffix is a service.
+                Ok(if name.contains('.') {
+                    name.to_owned()
+                } else {
+                    format!("{name}.service")
+                })
+            };
+            let mut units = vec![unit_name(unit.get_ref(), unit.span())?];
+            for name in also("unit")? {
+                units.push(unit_name(
+                    &name,
+                    b.also.as_ref().map_or(0..0, Spanned::span),
+                )?);
+            }
+            Ok(BackendConfig::Systemd(SystemdConfig { units, bus }))
+        }
+        _ => {
+            let engine = if kind == "podman" {
+                Engine::Podman
+            } else {
+                Engine::Docker
+            };
+            let Some(container) = &b.container else {
+                return Err(check.err(
+                    b.kind.span(),
+                    format!("kind = \"{kind}\" needs container = \"name\""),
+                ));
+            };
+            let socket = match &b.socket {
+                None => engine.default_socket(),
+                Some(v) => {
+                    let path = v.get_ref().strip_prefix("unix://").unwrap_or(v.get_ref());
+                    if !path.starts_with('/') {
+                        return Err(check.err(
+                            v.span(),
+                            format!("socket = \"{}\" is not a unix socket: write \"unix:///run/podman/podman.sock\"", v.get_ref()),
+                        ));
+                    }
+                    PathBuf::from(path)
+                }
+            };
+            let mut containers = vec![container.get_ref().trim().to_owned()];
+            containers.extend(also("container")?);
+            let list = |v: &Option<Spanned<Vec<String>>>| {
+                v.as_ref().map(|v| v.get_ref().clone()).unwrap_or_default()
+            };
+            Ok(BackendConfig::Container(ContainerConfig {
+                engine,
+                containers,
+                socket,
+                create: b.image.as_ref().map(|image| CreateSpec {
+                    image: image.get_ref().clone(),
+                    command: list(&b.command),
+                    env: env(),
+                    ports: list(&b.ports),
+                    volumes: list(&b.volumes),
+                }),
             }))
         }
-        other => Err(check.err(
-            b.kind.span(),
-            format!(
-                "backend kind \"{other}\" is not known: write kind = \"exec\" or kind = \"none\""
-            ),
-        )),
     }
+}
+
+fn exec_config(
+    check: &Checker<'_>,
+    b: &RawBackend,
+    base_dir: &Path,
+    env: BTreeMap<String, String>,
+) -> Result<BackendConfig, ConfigError> {
+    let Some(command) = &b.command else {
+        return Err(check.err(
+            b.kind.span(),
+            "kind = \"exec\" needs command = [\"/path/to/program\", \"arg\", ...]",
+        ));
+    };
+    let mut argv = command.get_ref().clone();
+    if argv.first().is_none_or(|p| p.trim().is_empty()) {
+        return Err(check.err(
+            command.span(),
+            "command is empty: its first element is the program to run",
+        ));
+    }
+    if argv[0] == SELF_PROGRAM {
+        argv[0] = std::env::current_exe()
+            .map(|p| p.display().to_string())
+            .unwrap_or_else(|_| "rouse".to_owned());
+    }
+    let working_dir = match &b.working_dir {
+        None => base_dir.to_owned(),
+        Some(d) => base_dir.join(d.get_ref()),
+    };
+    let stop_signal = match &b.stop_signal {
+        None => Signal::parse("SIGTERM").expect("SIGTERM is known"),
+        Some(s) => Signal::parse(s.get_ref()).ok_or_else(|| {
+            check.err(
+                s.span(),
+                format!("stop_signal = \"{}\" is not a known signal: write e.g. \"SIGTERM\", \"SIGINT\" or \"SIGQUIT\"", s.get_ref()),
+            )
+        })?,
+    };
+    Ok(BackendConfig::Exec(ExecConfig {
+        command: argv,
+        env,
+        working_dir,
+        stop_signal,
+        stop_timeout: check.opt_duration(&b.stop_timeout, "stop_timeout", DEFAULT_STOP_TIMEOUT)?,
+    }))
 }
 
 fn parse_ready(text: &str) -> Option<ReadyCheck> {

@@ -206,7 +206,11 @@ fn rejects_an_unknown_backend_kind() {
         "{LISTENER}{}[route.backend]\nkind = \"k8s\"\n",
         route("a", "a.example", 9101)
     );
-    rejects(&text, 9, "write kind = \"exec\" or kind = \"none\"");
+    rejects(
+        &text,
+        9,
+        "write kind = \"exec\", \"systemd\", \"podman\", \"docker\" or \"none\"",
+    );
 }
 
 #[test]
@@ -282,4 +286,102 @@ fn self_program_is_resolved_to_the_running_executable() {
 fn columns_count_characters() {
     assert_eq!(line_col("ab\ncdé f", 8), (2, 5));
     assert_eq!(line_col("x", 0), (1, 1));
+}
+
+#[test]
+fn systemd_backend_units_bus_and_group_are_read() {
+    let text = format!(
+        "{LISTENER}{}[route.backend]\nkind = \"systemd\"\nunit = \"blog\"\nalso = [\"db.service\"]\nbus = \"unix:path=/var/tmp/bus/system_bus_socket\"\n",
+        route("a", "a.example", 9101)
+    );
+    let c = parse(&text).unwrap();
+    let BackendConfig::Systemd(s) = &c.routes[0].backend else {
+        panic!("not systemd")
+    };
+    assert_eq!(s.units, ["blog.service", "db.service"]);
+    assert_eq!(
+        s.bus,
+        BusAddress::Address("unix:path=/var/tmp/bus/system_bus_socket".into())
+    );
+}
+
+#[test]
+fn systemd_bus_defaults_to_the_system_bus() {
+    let text = format!(
+        "{LISTENER}{}[route.backend]\nkind = \"systemd\"\nunit = \"blog.service\"\n",
+        route("a", "a.example", 9101)
+    );
+    let BackendConfig::Systemd(s) = parse(&text).unwrap().routes[0].backend.clone() else {
+        panic!("not systemd")
+    };
+    assert_eq!(s.bus, BusAddress::System);
+}
+
+#[test]
+fn rejects_systemd_without_unit() {
+    let text = format!(
+        "{LISTENER}{}[route.backend]\nkind = \"systemd\"\n",
+        route("a", "a.example", 9101)
+    );
+    rejects(&text, 9, "needs unit = ");
+}
+
+#[test]
+fn rejects_a_malformed_bus() {
+    let text = format!(
+        "{LISTENER}{}[route.backend]\nkind = \"systemd\"\nunit = \"a.service\"\nbus = \"sessionbus\"\n",
+        route("a", "a.example", 9101)
+    );
+    rejects(&text, 11, "is not a bus");
+}
+
+#[test]
+fn podman_backend_with_create_spec_is_read() {
+    let text = format!(
+        "{LISTENER}{}[route.backend]\nkind = \"podman\"\ncontainer = \"blog\"\nalso = [\"blog-db\"]\nsocket = \"unix:///run/user/1000/podman/podman.sock\"\nimage = \"localhost/httpd:latest\"\ncommand = [\"/bin/httpd\", \"-f\"]\nports = [\"127.0.0.1:9101:8080\"]\nvolumes = [\"/srv:/www:ro\"]\nenv = {{ TZ = \"UTC\" }}\n",
+        route("a", "a.example", 9101)
+    );
+    let BackendConfig::Container(c) = parse(&text).unwrap().routes[0].backend.clone() else {
+        panic!("not a container")
+    };
+    assert_eq!(c.engine, Engine::Podman);
+    assert_eq!(c.containers, ["blog", "blog-db"]);
+    assert_eq!(c.socket, Path::new("/run/user/1000/podman/podman.sock"));
+    let spec = c.create.expect("create spec");
+    assert_eq!(spec.image, "localhost/httpd:latest");
+    assert_eq!(spec.ports, ["127.0.0.1:9101:8080"]);
+    assert_eq!(spec.volumes, ["/srv:/www:ro"]);
+    assert_eq!(spec.env["TZ"], "UTC");
+}
+
+#[test]
+fn docker_socket_defaults_to_the_docker_socket() {
+    let text = format!(
+        "{LISTENER}{}[route.backend]\nkind = \"docker\"\ncontainer = \"blog\"\n",
+        route("a", "a.example", 9101)
+    );
+    let BackendConfig::Container(c) = parse(&text).unwrap().routes[0].backend.clone() else {
+        panic!("not a container")
+    };
+    assert_eq!(c.engine, Engine::Docker);
+    assert_eq!(c.socket, Path::new("/var/run/docker.sock"));
+    assert!(c.create.is_none());
+}
+
+#[test]
+fn rejects_keys_of_another_backend_kind() {
+    let text = format!(
+        "{LISTENER}{}[route.backend]\nkind = \"podman\"\ncontainer = \"blog\"\nunit = \"blog.service\"\n",
+        route("a", "a.example", 9101)
+    );
+    rejects(&text, 11, "unit is not used by kind = \"podman\"");
+}
+
+#[test]
+fn rejects_a_container_socket_that_is_not_a_unix_path() {
+    let text = format!(
+        "{LISTENER}{}[route.backend]\nkind = \"podman\"\ncontainer = \"blog\"\nsocket = \"tcp://host:2375\"\n",
+        route("a", "a.example", 9101)
+    );
+    rejects(&text, 11, "not a unix socket");
 }
