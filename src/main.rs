@@ -53,6 +53,9 @@ enum Command {
         /// The rouse executable the service runs (default: this one).
         #[arg(long, value_name = "PATH")]
         bin: Option<PathBuf>,
+        /// Where the config will be on the machine the units are for (default: FILE's path).
+        #[arg(long, value_name = "PATH")]
+        config_path: Option<PathBuf>,
         /// Overwrite files that exist.
         #[arg(long)]
         force: bool,
@@ -83,8 +86,9 @@ fn main() -> ExitCode {
             user,
             quadlet,
             bin,
+            config_path,
             force,
-        } => match units(&config, &output, user, quadlet, bin, force) {
+        } => match units(&config, &output, user, quadlet, bin, config_path, force) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("rouse units: {e:#}");
@@ -206,13 +210,17 @@ fn units(
     user: bool,
     quadlet: bool,
     bin: Option<PathBuf>,
+    installed_config: Option<PathBuf>,
     force: bool,
 ) -> anyhow::Result<()> {
     let config = match Config::load(config_path) {
         Ok(config) => config,
         Err(e) => anyhow::bail!("{e}"),
     };
-    let config_path = std::path::absolute(config_path).context("cannot resolve the config path")?;
+    let config_path = match installed_config {
+        Some(path) => path,
+        None => std::path::absolute(config_path).context("cannot resolve the config path")?,
+    };
     let binary = match bin {
         Some(bin) => bin,
         None => std::env::current_exe().context("cannot find the rouse executable: pass --bin")?,
