@@ -72,10 +72,10 @@ impl Activity {
                 return;
             }
             tokio::time::sleep_until(deadline).await;
-            if let Some(since) = self.idle_since() {
-                if since.max(not_before) + timeout <= Instant::now() {
-                    return;
-                }
+            if let Some(since) = self.idle_since()
+                && since.max(not_before) + timeout <= Instant::now()
+            {
+                return;
             }
         }
     }

@@ -20,7 +20,9 @@
 //! - [`lifecycle`]: one supervisor per route: start once, probe, serve, stop when idle.
 //! - [`ready`]: readiness probes (TCP connect, or an HTTP GET).
 //! - [`activity`]: counters of in-flight requests and open connections, and the idle clock.
-//! - [`backend`]: the `Backend`/`Instance` traits; one file per kind ([`backend::exec`]).
+//! - [`backend`]: the `Backend`/`Instance` traits and shared-resource claims; one file per kind:
+//!   [`backend::exec`] (commands), [`backend::systemd`] (units over D-Bus),
+//!   [`backend::container`] (podman and Docker containers over their REST APIs).
 //! - [`proxy`]: the upstream connection pool, the response body, and [`proxy::http`] forwarding.
 //! - [`error`]: every error a client can see, and its single mapping to a status code.
 //! - [`notify`]: `sd_notify` messages to systemd (`READY=1`, `STOPPING=1`, `STATUS=`).

@@ -122,13 +122,13 @@ impl Activation {
         let names = names
             .filter(|n| !n.is_empty())
             .map(|n| n.split(':').map(str::to_owned).collect::<Vec<_>>());
-        if let Some(names) = &names {
-            if names.len() != fds {
-                return Err(ListenError::Activation(format!(
-                    "LISTEN_FDNAMES has {} names for {fds} sockets",
-                    names.len()
-                )));
-            }
+        if let Some(names) = &names
+            && names.len() != fds
+        {
+            return Err(ListenError::Activation(format!(
+                "LISTEN_FDNAMES has {} names for {fds} sockets",
+                names.len()
+            )));
         }
         Ok(Activation { fds, names })
     }

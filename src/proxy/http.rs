@@ -67,33 +67,33 @@ pub async fn forward(
         }
     };
 
-    if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
-        if let (Some(upgrade), Some(client_upgrade)) = (upgrade, client_upgrade) {
-            let upstream_upgrade = hyper::upgrade::on(&mut resp);
-            let tunnel_guard = cx.activity.enter();
-            let route = cx.route.clone();
-            tokio::spawn(async move {
-                let _open = tunnel_guard;
-                match tokio::try_join!(client_upgrade, upstream_upgrade) {
-                    Ok((client, upstream)) => {
-                        let mut client = TokioIo::new(client);
-                        let mut upstream = TokioIo::new(upstream);
-                        match tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
-                            Ok((up, down)) => debug!(route = %route, up, down, "tunnel closed"),
-                            Err(e) => debug!(route = %route, error = %e, "tunnel ended"),
-                        }
+    if resp.status() == StatusCode::SWITCHING_PROTOCOLS
+        && let (Some(upgrade), Some(client_upgrade)) = (upgrade, client_upgrade)
+    {
+        let upstream_upgrade = hyper::upgrade::on(&mut resp);
+        let tunnel_guard = cx.activity.enter();
+        let route = cx.route.clone();
+        tokio::spawn(async move {
+            let _open = tunnel_guard;
+            match tokio::try_join!(client_upgrade, upstream_upgrade) {
+                Ok((client, upstream)) => {
+                    let mut client = TokioIo::new(client);
+                    let mut upstream = TokioIo::new(upstream);
+                    match tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
+                        Ok((up, down)) => debug!(route = %route, up, down, "tunnel closed"),
+                        Err(e) => debug!(route = %route, error = %e, "tunnel ended"),
                     }
-                    Err(e) => debug!(route = %route, error = %e, "upgrade failed"),
                 }
-            });
-            let (mut parts, _) = resp.into_parts();
-            strip_hop_by_hop(&mut parts.headers);
-            parts
-                .headers
-                .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-            parts.headers.insert(header::UPGRADE, upgrade);
-            return Response::from_parts(parts, Body::empty());
-        }
+                Err(e) => debug!(route = %route, error = %e, "upgrade failed"),
+            }
+        });
+        let (mut parts, _) = resp.into_parts();
+        strip_hop_by_hop(&mut parts.headers);
+        parts
+            .headers
+            .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        parts.headers.insert(header::UPGRADE, upgrade);
+        return Response::from_parts(parts, Body::empty());
     }
 
     let (mut parts, body) = resp.into_parts();
@@ -142,10 +142,10 @@ fn rewrite_request<B>(
     let headers = req.headers_mut();
     strip_hop_by_hop(headers);
     headers.remove(header::UPGRADE);
-    if let Some(authority) = authority {
-        if let Ok(value) = HeaderValue::from_str(authority.as_str()) {
-            headers.insert(header::HOST, value);
-        }
+    if let Some(authority) = authority
+        && let Ok(value) = HeaderValue::from_str(authority.as_str())
+    {
+        headers.insert(header::HOST, value);
     }
     if let Some(host) = headers.get(header::HOST).cloned() {
         headers.insert(X_FORWARDED_HOST.clone(), host);

@@ -7,6 +7,7 @@
 
 #![allow(dead_code)]
 
+pub mod sandbox;
 use std::fs;
 use std::io;
 use std::net::{SocketAddr, TcpListener};
@@ -360,12 +361,11 @@ impl Rouse {
     }
 
     fn try_exit(&mut self) -> Option<ExitStatus> {
-        if self.exit.is_none() {
-            if let Some(child) = self.child.as_mut() {
-                if let Ok(Some(status)) = child.try_wait() {
-                    self.exit = Some(status);
-                }
-            }
+        if self.exit.is_none()
+            && let Some(child) = self.child.as_mut()
+            && let Ok(Some(status)) = child.try_wait()
+        {
+            self.exit = Some(status);
         }
         self.exit
     }
@@ -774,3 +774,4 @@ pub fn head_header(head: &str, name: &str) -> Option<String> {
             .then(|| v.trim().to_string())
     })
 }
+pub mod podman;

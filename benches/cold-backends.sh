@@ -1,0 +1,179 @@
+#!/usr/bin/env bash
+# Cold-start benchmark for real backends: the first response through rouse for a stopped podman
+# container and for a stopped systemd unit, next to the time the same backend takes on its own
+# (`podman start` / `systemctl start` until it answers HTTP).
+#
+#   benches/cold-backends.sh [podman|systemd|all]     (default: all; as root)
+#
+# Needs podman, runc and busybox-static. The systemd part boots a real systemd as PID 1 of a
+# podman container (the host's /usr read-only, a throw-away root), never on the host itself.
+# ITER=10 sets the repetitions. Results: a table on stdout and target/bench/cold-backends.md.
+set -euo pipefail
+export LC_ALL=C
+
+MODE=${1:-all}
+ITER=${ITER:-10}
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$ROOT"
+ROUSE=${CARGO_TARGET_DIR:-$ROOT/target}/release/rouse
+OUT=${CARGO_TARGET_DIR:-$ROOT/target}/bench
+die() { echo "cold-backends.sh: $*" >&2; exit 1; }
+for tool in podman runc busybox curl; do command -v "$tool" >/dev/null || die "$tool is required"; done
+
+TMP=$(mktemp -d /var/tmp/rouse-cold.XXXXXX)
+PIDS=()
+CONTAINERS=()
+export CONTAINERS_CONF=$TMP/containers.conf
+printf '[containers]\ndefault_ulimits = []\n[engine]\nruntime = "runc"\n' >"$CONTAINERS_CONF"
+cleanup() {
+    local rc=$? pid c
+    for c in "${CONTAINERS[@]}"; do podman rm -f -t 0 "$c" >/dev/null 2>&1 || true; done
+    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; done
+    rm -rf "$TMP"
+    exit "$rc"
+}
+trap cleanup EXIT
+
+now_ms() { local t=$EPOCHREALTIME; echo "${t/./}" | awk '{ printf "%.3f", $1 / 1000 }'; }
+elapsed() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.1f", b - a }'; }
+median() { sort -g | awk '{ v[NR] = $1 } END { if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+# wait_200 PORT: poll until GET / answers 200 (1 ms apart, 10 s at most).
+wait_200() {
+    local i
+    for ((i = 0; i < 10000; i++)); do
+        [[ $(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$1/" 2>/dev/null) == 200 ]] && return 0
+        sleep 0.001
+    done
+    die "port $1 did not answer 200"
+}
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+cargo build --release --quiet
+mkdir -p "$OUT"
+
+# The test image: busybox httpd serving one page.
+if ! podman image exists localhost/rouse-bench-httpd:latest 2>/dev/null; then
+    mkdir -p "$TMP/rootfs/bin" "$TMP/rootfs/www"
+    cp "$(command -v busybox)" "$TMP/rootfs/bin/busybox"
+    ln -s busybox "$TMP/rootfs/bin/httpd"
+    echo "hello" >"$TMP/rootfs/www/index.html"
+    tar -C "$TMP/rootfs" -cf "$TMP/img.tar" .
+    podman import -q "$TMP/img.tar" localhost/rouse-bench-httpd:latest >/dev/null
+fi
+
+rows=()
+
+# start_rouse NAME PROXY_PORT UPSTREAM_PORT BACKEND_KEYS: rouse in front of one route "web".
+start_rouse() {
+    cat >"$TMP/$1.toml" <<EOF
+[[listener]]
+name = "http"
+bind = "127.0.0.1:$2"
+[[route]]
+name = "web"
+hosts = ["web.bench"]
+upstream = "127.0.0.1:$3"
+idle_timeout = "300ms"
+[route.backend]
+$4
+EOF
+    "$ROUSE" serve -c "$TMP/$1.toml" >"$TMP/rouse-$1.log" 2>&1 &
+    PIDS+=($!)
+    sleep 0.3
+}
+
+bench_podman() {
+    local sock=$TMP/podman.sock port proxy_port name=rouse-bench-web-$$ i t0 t1
+    podman system service --time=0 "unix://$sock" >"$TMP/podman-service.log" 2>&1 &
+    PIDS+=($!)
+    for ((i = 0; i < 100; i++)); do [[ -S $sock ]] && break; sleep 0.05; done
+    port=$(free_port)
+    podman create -q --name "$name" --stop-timeout 1 -p "127.0.0.1:$port:8080" \
+        localhost/rouse-bench-httpd:latest /bin/httpd -f -p 8080 -h /www >/dev/null
+    CONTAINERS+=("$name")
+    local alone=() through=()
+    for ((i = 0; i < ITER; i++)); do
+        t0=$(now_ms); podman start "$name" >/dev/null; wait_200 "$port"; t1=$(now_ms)
+        alone+=("$(elapsed "$t0" "$t1")")
+        podman stop -t 1 "$name" >/dev/null
+    done
+    proxy_port=$(free_port)
+    start_rouse podman "$proxy_port" "$port" "kind = \"podman\"
+container = \"$name\"
+socket = \"unix://$sock\""
+    for ((i = 0; i < ITER; i++)); do
+        # Cold: wait until rouse's idle stop has really stopped the container.
+        until [[ $(podman inspect -f '{{.State.Running}}' "$name") == false ]]; do sleep 0.05; done
+        sleep 0.2
+        through+=("$(curl -s -o /dev/null -w '%{time_total}' -H 'Host: web.bench' "http://127.0.0.1:$proxy_port/" | awk '{ printf "%.1f", $1 * 1000 }')")
+    done
+    local a b
+    a=$(printf '%s\n' "${alone[@]}" | median)
+    b=$(printf '%s\n' "${through[@]}" | median)
+    rows+=("| podman container: \`podman start\` until it answers | $a |")
+    rows+=("| podman container: first response through rouse | $b |")
+    rows+=("| podman: rouse's overhead | $(elapsed "$a" "$b") |")
+}
+
+bench_systemd() {
+    local name=rouse-bench-sbx-$$ root=/var/tmp/rouse-bench-sbx-$$ bus=$TMP/sbx-dbus port proxy_port i t0 t1 s
+    port=$(free_port)
+    rm -rf "$root"; mkdir -p "$root"/{usr,proc,sys,dev,run,tmp,var/tmp,var/log,var/lib,root,srv} "$bus"
+    for d in bin lib lib64 sbin; do ln -s "usr/$d" "$root/$d"; done
+    cp -a /etc "$root/etc"; rm -f "$root/etc/machine-id"
+    for u in postgresql nftables podman podman-restart podman-auto-update podman-clean-transient nginx haproxy systemd-firstboot; do
+        ln -sf /dev/null "$root/etc/systemd/system/$u.service"
+    done
+    cat >"$root/etc/systemd/system/web.service" <<EOF
+[Service]
+ExecStart=/bin/busybox httpd -f -p 127.0.0.1:$port -h /srv
+TimeoutStopSec=2
+EOF
+    echo hello >"$root/srv/index.html"
+    podman run -d --name "$name" --systemd=always --network host -v "$bus:/run/dbus" -v /usr:/usr:ro \
+        --rootfs "$root" /lib/systemd/systemd --unit=multi-user.target >/dev/null
+    CONTAINERS+=("$name")
+    for ((i = 0; i < 100; i++)); do
+        s=$(podman exec "$name" systemctl is-system-running 2>/dev/null || true)
+        [[ $s == running || $s == degraded ]] && break
+        sleep 0.2
+    done
+    local alone=() through=()
+    # Timed inside the sandbox, so `podman exec` itself is not counted.
+    for ((i = 0; i < ITER; i++)); do
+        alone+=("$(podman exec "$name" sh -c "t0=\$(date +%s%N); systemctl start web.service;
+            until [ \"\$(curl -s -o /dev/null -w '%{http_code}' http://127.0.0.1:$port/)\" = 200 ]; do sleep 0.001; done;
+            t1=\$(date +%s%N); echo \$(( (t1 - t0) / 100000 ))" | awk '{ printf "%.1f", $1 / 10 }')")
+        podman exec "$name" systemctl stop web.service
+    done
+    proxy_port=$(free_port)
+    start_rouse systemd "$proxy_port" "$port" "kind = \"systemd\"
+unit = \"web.service\"
+bus = \"unix:path=$bus/system_bus_socket\""
+    for ((i = 0; i < ITER; i++)); do
+        until [[ $(podman exec "$name" systemctl is-active web.service || true) == inactive ]]; do sleep 0.05; done
+        sleep 0.2
+        through+=("$(curl -s -o /dev/null -w '%{time_total}' -H 'Host: web.bench' "http://127.0.0.1:$proxy_port/" | awk '{ printf "%.1f", $1 * 1000 }')")
+    done
+    rm -rf "$root"
+    local a b
+    a=$(printf '%s\n' "${alone[@]}" | median)
+    b=$(printf '%s\n' "${through[@]}" | median)
+    rows+=("| systemd unit (busybox httpd): \`systemctl start\` until it answers | $a |")
+    rows+=("| systemd unit: first response through rouse | $b |")
+}
+
+case $MODE in
+    podman) bench_podman ;;
+    systemd) bench_systemd ;;
+    all) bench_podman; bench_systemd ;;
+    *) die "unknown mode '$MODE' (use: podman | systemd | all)" ;;
+esac
+
+{
+    echo "machine: nproc=$(nproc), kernel $(uname -r); $("$ROUSE" --version); median of $ITER runs"
+    echo
+    echo "| cold start | ms |"
+    echo "|---|--:|"
+    printf '%s\n' "${rows[@]}"
+} | tee "$OUT/cold-backends.md"
