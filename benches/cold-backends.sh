@@ -29,6 +29,7 @@ cleanup() {
     local rc=$? pid c
     for c in "${CONTAINERS[@]}"; do podman rm -f -t 0 "$c" >/dev/null 2>&1 || true; done
     for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; done
+    cp "$TMP"/*.log "$OUT"/ 2>/dev/null || true
     rm -rf "$TMP"
     exit "$rc"
 }
@@ -62,6 +63,16 @@ if ! podman image exists localhost/rouse-bench-httpd:latest 2>/dev/null; then
 fi
 
 rows=()
+
+# wait_stopped NAME N: until rouse's log NAME shows N finished stops ("backend stopped").
+wait_stopped() {
+    local i
+    for ((i = 0; i < 600; i++)); do
+        (($(grep -c 'backend stopped' "$TMP/rouse-$1.log" || true) >= $2)) && { sleep 0.1; return 0; }
+        sleep 0.05
+    done
+    die "rouse did not stop the $1 backend; see $OUT/rouse-$1.log"
+}
 
 # start_rouse NAME PROXY_PORT UPSTREAM_PORT BACKEND_KEYS: rouse in front of one route "web".
 start_rouse() {
@@ -102,9 +113,8 @@ bench_podman() {
 container = \"$name\"
 socket = \"unix://$sock\""
     for ((i = 0; i < ITER; i++)); do
-        # Cold: wait until rouse's idle stop has really stopped the container.
-        until [[ $(podman inspect -f '{{.State.Running}}' "$name") == false ]]; do sleep 0.05; done
-        sleep 0.2
+        # Cold: wait until rouse has finished its idle stop.
+        wait_stopped podman "$i"
         through+=("$(curl -s -o /dev/null -w '%{time_total}' -H 'Host: web.bench' "http://127.0.0.1:$proxy_port/" | awk '{ printf "%.1f", $1 * 1000 }')")
     done
     local a b
@@ -112,7 +122,7 @@ socket = \"unix://$sock\""
     b=$(printf '%s\n' "${through[@]}" | median)
     rows+=("| podman container: \`podman start\` until it answers | $a |")
     rows+=("| podman container: first response through rouse | $b |")
-    rows+=("| podman: rouse's overhead | $(elapsed "$a" "$b") |")
+    rows+=("| podman: through rouse minus \`podman start\` | $(elapsed "$a" "$b") |")
 }
 
 bench_systemd() {
@@ -151,8 +161,7 @@ EOF
 unit = \"web.service\"
 bus = \"unix:path=$bus/system_bus_socket\""
     for ((i = 0; i < ITER; i++)); do
-        until [[ $(podman exec "$name" systemctl is-active web.service || true) == inactive ]]; do sleep 0.05; done
-        sleep 0.2
+        wait_stopped systemd "$i"
         through+=("$(curl -s -o /dev/null -w '%{time_total}' -H 'Host: web.bench' "http://127.0.0.1:$proxy_port/" | awk '{ printf "%.1f", $1 * 1000 }')")
     done
     rm -rf "$root"

@@ -60,6 +60,9 @@ pub struct ProxyConfig {
     pub max_header_bytes: usize,
     /// Threads serving connections (default: one per core).
     pub workers: usize,
+    /// A TLS client must finish its handshake (or a passthrough client send its ClientHello)
+    /// within this.
+    pub handshake_timeout: Duration,
 }
 
 impl Default for ProxyConfig {
@@ -71,6 +74,7 @@ impl Default for ProxyConfig {
             keepalive_timeout: Duration::from_secs(60),
             max_header_bytes: 64 * 1024,
             workers: std::thread::available_parallelism().map_or(1, usize::from),
+            handshake_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -84,6 +88,39 @@ pub struct ListenerConfig {
     pub bind: SocketAddr,
     /// What is spoken on it.
     pub protocol: Protocol,
+    /// For `https`: the certificate for clients whose SNI names no route with its own
+    /// (and for clients that send no SNI). Without it, such handshakes are refused.
+    pub tls: Option<TlsFiles>,
+    /// For `tcp`: the route every connection goes to (an index into `Config::routes`).
+    pub route: Option<usize>,
+}
+
+/// A certificate chain and its private key, as PEM files.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    /// The certificate chain, leaf first.
+    pub cert: PathBuf,
+    /// The private key (PKCS#8, PKCS#1 RSA or SEC1 EC).
+    pub key: PathBuf,
+}
+
+/// How rouse speaks to a route's upstream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum UpstreamProtocol {
+    /// HTTP/1.1 (the default).
+    #[default]
+    Http1,
+    /// HTTP/2 over cleartext, with prior knowledge.
+    H2c,
+}
+
+/// The PROXY protocol header rouse sends to a TCP upstream, so it sees the client's address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProxyProtocol {
+    /// Version 1: one text line.
+    V1,
+    /// Version 2: binary.
+    V2,
 }
 
 /// The protocol of a listener.
@@ -91,13 +128,22 @@ pub struct ListenerConfig {
 pub enum Protocol {
     /// Cleartext HTTP/1.1, and HTTP/2 with prior knowledge.
     Http,
+    /// TLS terminated by rouse (certificate picked by SNI), then HTTP/1.1 or HTTP/2 by ALPN.
+    Https,
+    /// Raw TCP to one route's upstream.
+    Tcp,
+    /// TLS passed through untouched to the route its ClientHello's SNI names.
+    TlsPassthrough,
 }
 
 impl fmt::Display for Protocol {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Protocol::Http => f.write_str("http"),
-        }
+        f.write_str(match self {
+            Protocol::Http => "http",
+            Protocol::Https => "https",
+            Protocol::Tcp => "tcp",
+            Protocol::TlsPassthrough => "tls-passthrough",
+        })
     }
 }
 
@@ -120,6 +166,12 @@ pub struct RouteConfig {
     pub max_pending: usize,
     /// What runs behind the upstream.
     pub backend: BackendConfig,
+    /// The certificate served for this route's hosts on `https` listeners.
+    pub tls: Option<TlsFiles>,
+    /// HTTP/1.1 or h2c to the upstream.
+    pub upstream_protocol: UpstreamProtocol,
+    /// PROXY protocol header sent on TCP and TLS-passthrough connections to the upstream.
+    pub proxy_protocol: Option<ProxyProtocol>,
 }
 
 /// How rouse decides that a started backend is ready.

@@ -21,6 +21,17 @@ pub enum Error {
     /// The host matches no configured route.
     #[error("no route for host \"{0}\"")]
     NoRoute(String),
+    /// A request on a TLS connection names a host the connection's certificate was not chosen
+    /// for.
+    #[error(
+        "host \"{host}\" is not served on this connection (TLS name \"{sni}\"): open a new connection"
+    )]
+    Misdirected {
+        /// The request's host.
+        host: String,
+        /// The name the TLS handshake gave.
+        sni: String,
+    },
     /// Too many requests are already held while the route's backend starts.
     #[error("route \"{route}\": too many requests waiting for the backend to start")]
     TooManyPending {
@@ -60,6 +71,7 @@ impl From<&Error> for StatusCode {
     fn from(err: &Error) -> Self {
         match err {
             Error::NoHost | Error::NoRoute(_) => StatusCode::NOT_FOUND,
+            Error::Misdirected { .. } => StatusCode::MISDIRECTED_REQUEST,
             Error::TooManyPending { .. } | Error::ShuttingDown { .. } => {
                 StatusCode::SERVICE_UNAVAILABLE
             }

@@ -8,7 +8,7 @@
 use std::sync::Arc;
 
 use crate::error::Error;
-use crate::lifecycle::{PendingGuard, Shared, State};
+use crate::lifecycle::{PendingGuard, Shared, State, Want};
 use crate::proxy::Upstream;
 
 /// The request-facing side of a route's lifecycle.
@@ -26,6 +26,18 @@ impl Gate {
     /// The route's current state.
     pub fn state(&self) -> State {
         self.shared.state.borrow().state.clone()
+    }
+
+    /// Starts the backend if it is stopped, without waiting: for a client that is about to send
+    /// a request (its TLS handshake names this route), so the start overlaps the handshake.
+    pub fn prewarm(&self) {
+        let snap = self.shared.state.borrow();
+        if matches!(snap.state, State::Stopped | State::Failed(_)) {
+            let _ = self.shared.wants.send(Want {
+                attempt: snap.attempt + 1,
+                early: true,
+            });
+        }
     }
 
     /// Waits until the route's backend is ready and returns where to forward to.
@@ -64,7 +76,10 @@ impl Gate {
                     // Ask for the next attempt; a stop under way finishes first.
                     if awaited.is_none_or(|a| a <= attempt) {
                         awaited = Some(attempt + 1);
-                        let _ = self.shared.wants.send(attempt + 1);
+                        let _ = self.shared.wants.send(Want {
+                            attempt: attempt + 1,
+                            early: false,
+                        });
                     }
                 }
             }

@@ -23,7 +23,9 @@
 //! - [`backend`]: the `Backend`/`Instance` traits and shared-resource claims; one file per kind:
 //!   [`backend::exec`] (commands), [`backend::systemd`] (units over D-Bus),
 //!   [`backend::container`] (podman and Docker containers over their REST APIs).
-//! - [`proxy`]: the upstream connection pool, the response body, and [`proxy::http`] forwarding.
+//! - [`proxy`]: the upstream connection pools and the body type; [`proxy::http`] forwards HTTP,
+//!   [`proxy::tcp`] relays raw TCP and TLS passthrough (SNI read from the ClientHello).
+//! - [`tls`]: certificates per SNI for `https` listeners, re-read on SIGHUP.
 //! - [`error`]: every error a client can see, and its single mapping to a status code.
 //! - [`notify`]: `sd_notify` messages to systemd (`READY=1`, `STOPPING=1`, `STATUS=`).
 //! - [`units`]: the systemd units `rouse units` writes for a config.
@@ -42,4 +44,5 @@ pub mod ready;
 pub mod route;
 pub mod server;
 pub mod static_site;
+pub mod tls;
 pub mod units;

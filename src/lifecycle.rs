@@ -19,7 +19,7 @@ use tracing::{info, warn};
 
 use crate::activity::Activity;
 use crate::backend::{Backend, Instance, StartError};
-use crate::config::{ReadyCheck, RouteConfig};
+use crate::config::{ReadyCheck, RouteConfig, UpstreamProtocol};
 use crate::proxy::Upstream;
 use crate::ready;
 
@@ -57,7 +57,7 @@ pub struct Shared {
     /// The published state.
     pub state: watch::Sender<Snapshot>,
     /// Requests ask here for an attempt newer than the one they saw fail or stop.
-    pub wants: mpsc::UnboundedSender<u64>,
+    pub wants: mpsc::UnboundedSender<Want>,
     /// Requests currently held.
     pub pending: AtomicUsize,
     /// Most requests that may be held at once.
@@ -70,7 +70,11 @@ impl Shared {
         let (wants, _) = mpsc::unbounded_channel();
         let (state, _) = watch::channel(Snapshot {
             attempt: 0,
-            state: State::Ready(Arc::new(Upstream::new(route.upstream, workers))),
+            state: State::Ready(Arc::new(Upstream::new(
+                route.upstream,
+                workers,
+                route.upstream_protocol,
+            ))),
         });
         Arc::new(Shared {
             route: route.name.as_str().into(),
@@ -82,10 +86,20 @@ impl Shared {
     }
 }
 
+/// A request for a start attempt.
+#[derive(Debug, Clone, Copy)]
+pub struct Want {
+    /// The attempt asked for: one more than the last attempt the asker saw end.
+    pub attempt: u64,
+    /// Asked ahead of any request (a TLS handshake naming the route): start even though no
+    /// request is held yet.
+    pub early: bool,
+}
+
 /// The supervisor of one route's backend.
 pub struct Supervisor {
     shared: Arc<Shared>,
-    wants: mpsc::UnboundedReceiver<u64>,
+    wants: mpsc::UnboundedReceiver<Want>,
     backend: Box<dyn Backend>,
     activity: Arc<Activity>,
     /// Counts supervisors whose backend is not stopped, for `idle_exit`.
@@ -97,6 +111,7 @@ pub struct Supervisor {
     start_timeout: Duration,
     idle_timeout: Duration,
     workers: usize,
+    upstream_protocol: UpstreamProtocol,
     attempt: u64,
 }
 
@@ -146,6 +161,7 @@ impl Supervisor {
             start_timeout: route.start_timeout,
             idle_timeout: route.idle_timeout,
             workers,
+            upstream_protocol: route.upstream_protocol,
             attempt: 0,
         };
         (supervisor, shared)
@@ -164,7 +180,9 @@ impl Supervisor {
             };
             // Old asks (for an attempt already made) and asks of requests that have since
             // gone away start nothing.
-            if want <= self.attempt || self.shared.pending.load(Ordering::SeqCst) == 0 {
+            if want.attempt <= self.attempt
+                || (!want.early && self.shared.pending.load(Ordering::SeqCst) == 0)
+            {
                 continue;
             }
             while self.wants.try_recv().is_ok() {}
@@ -255,7 +273,11 @@ impl Supervisor {
         &mut self,
         mut instance: Box<dyn Instance>,
     ) -> Option<(Box<dyn Instance>, &'static str)> {
-        let upstream = Arc::new(Upstream::new(self.upstream, self.workers));
+        let upstream = Arc::new(Upstream::new(
+            self.upstream,
+            self.workers,
+            self.upstream_protocol,
+        ));
         let ready_at = Instant::now();
         self.publish(State::Ready(upstream.clone()));
         loop {

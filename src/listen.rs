@@ -248,6 +248,8 @@ mod tests {
             name: name.into(),
             bind: "127.0.0.1:1".parse().unwrap(),
             protocol: crate::config::Protocol::Http,
+            tls: None,
+            route: None,
         };
         let a = Activation {
             fds: 2,

@@ -137,6 +137,10 @@ fn init_logging() {
 fn check(path: &std::path::Path) -> ExitCode {
     match Config::load(path) {
         Ok(config) => {
+            if let Err(e) = rouse::tls::check(&config) {
+                eprintln!("{}: {e}", config.path.display());
+                return ExitCode::FAILURE;
+            }
             print!("{}", summary(&config));
             for warning in preflight(&config) {
                 eprintln!("warning: {warning}");

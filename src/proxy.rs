@@ -5,8 +5,10 @@
 //! to name: [`Upstream`] (where a ready route forwards to) and [`Body`] (proxied or synthetic).
 
 pub mod http;
+pub mod tcp;
 
 use std::cell::Cell;
+use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -16,10 +18,11 @@ use bytes::Bytes;
 use http_body::{Frame, SizeHint};
 use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio::net::TcpStream;
 
 use crate::activity::ActivityGuard;
+use crate::config::UpstreamProtocol;
 
 /// Idle pooled upstream connections are closed after this.
 const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
@@ -45,22 +48,21 @@ pub fn set_worker_id(id: usize) {
 pub struct Upstream {
     addr: SocketAddr,
     authority: ::http::uri::Authority,
-    pools: Box<[Client<HttpConnector, Incoming>]>,
+    protocol: UpstreamProtocol,
+    pools: Box<[Client<FixedConnector, Body>]>,
 }
 
 impl Upstream {
-    /// Pools of HTTP/1.1 connections to `addr`, one for each of `workers` threads.
-    pub fn new(addr: SocketAddr, workers: usize) -> Upstream {
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(CONNECT_TIMEOUT));
+    /// Pools of connections to `addr` speaking `protocol`, one for each of `workers` threads.
+    pub fn new(addr: SocketAddr, workers: usize, protocol: UpstreamProtocol) -> Upstream {
         let pools = (0..workers.max(1))
             .map(|_| {
                 Client::builder(TokioExecutor::new())
                     .pool_idle_timeout(POOL_IDLE_TIMEOUT)
                     .pool_timer(TokioTimer::new())
                     .timer(TokioTimer::new())
-                    .build(connector.clone())
+                    .http2_only(protocol == UpstreamProtocol::H2c)
+                    .build(FixedConnector { addr })
             })
             .collect();
         Upstream {
@@ -69,18 +71,51 @@ impl Upstream {
                 .to_string()
                 .parse()
                 .expect("a socket address is a valid authority"),
+            protocol,
             pools,
         }
     }
 
     /// The calling worker's pool.
-    fn client(&self) -> &Client<HttpConnector, Incoming> {
+    fn client(&self) -> &Client<FixedConnector, Body> {
         &self.pools[WORKER_ID.with(Cell::get) % self.pools.len()]
     }
 
     /// The address requests are forwarded to.
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+}
+
+/// Connects to one fixed address, whatever the request's URI names.
+///
+/// HTTP/2 carries the site in `:authority`, which the client takes from the URI; so the URI keeps
+/// the client's host while every connection still goes to the configured upstream.
+#[derive(Debug, Clone, Copy)]
+pub struct FixedConnector {
+    addr: SocketAddr,
+}
+
+impl tower_service::Service<::http::Uri> for FixedConnector {
+    type Response = TokioIo<TcpStream>;
+    type Error = std::io::Error;
+    type Future = Pin<Box<dyn Future<Output = std::io::Result<TokioIo<TcpStream>>> + Send>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, _: ::http::Uri) -> Self::Future {
+        let addr = self.addr;
+        Box::pin(async move {
+            let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr))
+                .await
+                .map_err(|_| {
+                    std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out")
+                })??;
+            stream.set_nodelay(true)?;
+            Ok(TokioIo::new(stream))
+        })
     }
 }
 

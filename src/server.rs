@@ -10,33 +10,34 @@
 //! Data flows one way: a request's host picks a route ([`crate::route`]), the route's gate holds
 //! it until the backend is ready ([`crate::hold`]), and the proxy forwards it
 //! ([`crate::proxy::http`]). The backend lifecycles run beside this, one task per route.
+//!
+//! Each listener's protocol picks what happens to an accepted connection: `http` is served as
+//! HTTP here ([`http`]); `https` first completes a TLS handshake ([`crate::tls`]); `tcp` and
+//! `tls-passthrough` are relayed as bytes ([`crate::proxy::tcp`]).
 
-use std::convert::Infallible;
+mod http;
+
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
-use http::{Request, Response};
-use hyper::body::Incoming;
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::net::{TcpListener, TcpStream};
+use tokio::signal::unix::{Signal, SignalKind, signal};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tracing::{debug, error, info, warn};
 
-use crate::activity::{Activity, ActivityGuard};
-use crate::config::{Config, ProxyConfig};
-use crate::error::Error;
+use crate::activity::Activity;
+use crate::config::{Config, ListenerConfig, Protocol, ProxyConfig, ProxyProtocol};
 use crate::hold::Gate;
 use crate::lifecycle::{Shared, Supervisor};
 use crate::listen::Bound;
-use crate::proxy::{self, Body, InFlight};
-use crate::route::{self, HostMap};
+use crate::route::HostMap;
+use crate::tls::Tls;
 
 /// How long accept waits after an error (out of descriptors, say) before trying again.
 const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(50);
@@ -56,6 +57,8 @@ struct Route {
     /// In-flight requests and open connections bound to the route.
     activity: Arc<Activity>,
     gate: Gate,
+    /// PROXY protocol header for TCP and TLS-passthrough connections to the upstream.
+    proxy_protocol: Option<ProxyProtocol>,
 }
 
 /// What every connection task shares.
@@ -64,6 +67,8 @@ struct App {
     routes: Vec<Route>,
     http: auto::Builder<TokioExecutor>,
     proxy: ProxyConfig,
+    /// Certificates of the `https` listeners (none without such a listener).
+    tls: Option<Arc<Tls>>,
     /// Open client connections, all listeners together.
     connections: Arc<Activity>,
 }
@@ -75,6 +80,10 @@ pub async fn run(
     listeners: Vec<Bound>,
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<Exit> {
+    // Certificates first: a bad one stops rouse before anything else starts.
+    let tls = Tls::load(&config)
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?
+        .map(Arc::new);
     let (stop_backends, backends_stop) = watch::channel(false);
     let running = Activity::new();
     let claims = Arc::new(crate::backend::Claims::default());
@@ -105,6 +114,7 @@ pub async fn run(
             name: rc.name.as_str().into(),
             activity,
             gate: Gate::new(shared),
+            proxy_protocol: rc.proxy_protocol,
         });
     }
 
@@ -113,17 +123,23 @@ pub async fn run(
         routes,
         http: http_builder(&config.proxy),
         proxy: config.proxy.clone(),
+        tls: tls.clone(),
         connections: Activity::new(),
     });
 
+    let reloads = tokio::spawn(reload_on_sighup(tls, signal(SignalKind::hangup())?));
+
     let (drain, draining) = watch::channel(false);
     let (exit_workers, workers_exit) = watch::channel(false);
-    let sockets: Vec<std::net::TcpListener> = listeners.into_iter().map(|b| b.socket).collect();
+    let sockets: Vec<(ListenerConfig, std::net::TcpListener)> = listeners
+        .into_iter()
+        .map(|b| (b.config, b.socket))
+        .collect();
     let mut workers = Vec::with_capacity(config.proxy.workers);
     for id in 0..config.proxy.workers {
         let sockets = sockets
             .iter()
-            .map(std::net::TcpListener::try_clone)
+            .map(|(config, socket)| Ok((config.clone(), socket.try_clone()?)))
             .collect::<std::io::Result<Vec<_>>>()?;
         let (app, draining, exit) = (app.clone(), draining.clone(), workers_exit.clone());
         workers.push(
@@ -148,6 +164,7 @@ pub async fn run(
         }
     };
 
+    reloads.abort();
     // Stop accepting, let in-flight requests finish, then stop the backends.
     info!(open_connections = app.connections.active(), "shutting down");
     crate::notify::notify("STOPPING=1\nSTATUS=shutting down");
@@ -174,15 +191,26 @@ pub async fn run(
     Ok(exit)
 }
 
+/// Reads the certificates again on every SIGHUP (ignored without `https` listeners).
+async fn reload_on_sighup(tls: Option<Arc<Tls>>, mut hangup: Signal) {
+    while hangup.recv().await.is_some() {
+        info!(signal = "SIGHUP", "signal received");
+        if let Some(tls) = tls.clone() {
+            // File reads: off the control thread.
+            let _ = tokio::task::spawn_blocking(move || tls.reload()).await;
+        }
+    }
+}
+
 /// One worker thread: accepts on every listener and serves what it accepts, until told to exit.
 fn worker(
     id: usize,
     app: Arc<App>,
-    sockets: Vec<std::net::TcpListener>,
+    sockets: Vec<(ListenerConfig, std::net::TcpListener)>,
     draining: watch::Receiver<bool>,
     mut exit: watch::Receiver<bool>,
 ) {
-    proxy::set_worker_id(id);
+    crate::proxy::set_worker_id(id);
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -194,10 +222,15 @@ fn worker(
         }
     };
     runtime.block_on(async move {
-        for socket in sockets {
+        for (config, socket) in sockets {
             match TcpListener::from_std(socket) {
                 Ok(listener) => {
-                    tokio::spawn(accept_loop(app.clone(), listener, draining.clone()));
+                    tokio::spawn(accept_loop(
+                        app.clone(),
+                        Arc::new(config),
+                        listener,
+                        draining.clone(),
+                    ));
                 }
                 Err(e) => error!(worker = id, error = %e, "cannot accept on a listener"),
             }
@@ -235,11 +268,17 @@ fn http_builder(proxy: &ProxyConfig) -> auto::Builder<TokioExecutor> {
     builder
         .http2()
         .timer(TokioTimer::new())
+        .enable_connect_protocol()
         .max_header_list_size(u32::try_from(proxy.max_header_bytes).unwrap_or(u32::MAX));
     builder
 }
 
-async fn accept_loop(app: Arc<App>, listener: TcpListener, mut draining: watch::Receiver<bool>) {
+async fn accept_loop(
+    app: Arc<App>,
+    listener_config: Arc<ListenerConfig>,
+    listener: TcpListener,
+    mut draining: watch::Receiver<bool>,
+) {
     loop {
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
@@ -248,8 +287,9 @@ async fn accept_loop(app: Arc<App>, listener: TcpListener, mut draining: watch::
         match accepted {
             Ok((stream, peer)) => {
                 let _ = stream.set_nodelay(true);
-                tokio::spawn(serve_connection(
+                tokio::spawn(serve(
                     app.clone(),
+                    listener_config.clone(),
                     stream,
                     peer,
                     draining.clone(),
@@ -263,101 +303,84 @@ async fn accept_loop(app: Arc<App>, listener: TcpListener, mut draining: watch::
     }
 }
 
-/// One client connection's state.
-struct Connection {
-    peer: SocketAddr,
-    /// In-flight requests on this connection (for the keep-alive timeout).
-    requests: Arc<Activity>,
-    /// The route this connection counts toward: the route of its latest request.
-    bound: Mutex<Option<ActivityGuard>>,
-    bound_index: AtomicUsize,
-}
-
-impl Connection {
-    /// Counts this connection toward route `index` (and no longer toward the previous one).
-    fn bind(&self, index: usize, route: &Route) {
-        if self.bound_index.load(Ordering::Relaxed) == index {
-            return;
-        }
-        let guard = route.activity.enter();
-        *self.bound.lock().expect("bound lock") = Some(guard);
-        self.bound_index.store(index, Ordering::Relaxed);
-    }
-}
-
-async fn serve_connection(
+/// Serves one accepted connection as its listener's protocol says.
+async fn serve(
     app: Arc<App>,
+    listener: Arc<ListenerConfig>,
     stream: TcpStream,
     peer: SocketAddr,
-    mut draining: watch::Receiver<bool>,
+    draining: watch::Receiver<bool>,
 ) {
     let _open = app.connections.enter();
-    let conn = Arc::new(Connection {
-        peer,
-        requests: Activity::new(),
-        bound: Mutex::new(None),
-        bound_index: AtomicUsize::new(usize::MAX),
-    });
-    let service = {
-        let app = app.clone();
-        let conn = conn.clone();
-        service_fn(move |req| {
-            let app = app.clone();
-            let conn = conn.clone();
-            // Boxed: the request's future is large, and hyper moves it; a box moves as a pointer.
-            Box::pin(async move { Ok::<_, Infallible>(app.handle(req, &conn).await) })
-        })
-    };
-    let opened = Instant::now();
-    let serving = app
-        .http
-        .serve_connection_with_upgrades(TokioIo::new(stream), service);
-    tokio::pin!(serving);
-    let mut closing = false;
-    loop {
-        tokio::select! {
-            result = serving.as_mut() => {
-                if let Err(e) = result {
-                    debug!(peer = %peer, error = %e, "connection error");
+    match listener.protocol {
+        Protocol::Http => http::serve(&app, stream, peer, None, draining).await,
+        Protocol::Https => {
+            let Some(tls) = &app.tls else { return };
+            // The ClientHello names the route: start its backend while the handshake goes on.
+            let prewarm = |sni: &str| {
+                if let Some(index) = app.hosts.lookup(sni) {
+                    app.routes[index].gate.prewarm();
                 }
-                break;
+            };
+            match tls
+                .accept(&listener.name, stream, app.proxy.handshake_timeout, prewarm)
+                .await
+            {
+                Ok((stream, handshake)) => {
+                    http::serve(&app, stream, peer, Some(handshake), draining).await;
+                }
+                Err(e) => {
+                    debug!(peer = %peer, listener = %listener.name, error = %e, "tls handshake failed")
+                }
             }
-            _ = draining.wait_for(|d| *d), if !closing => {
-                serving.as_mut().graceful_shutdown();
-                closing = true;
-            }
-            () = conn.requests.idle_for(app.proxy.keepalive_timeout, opened), if !closing => {
-                serving.as_mut().graceful_shutdown();
-                closing = true;
+        }
+        Protocol::Tcp => {
+            let Some(index) = listener.route else { return };
+            let route = &app.routes[index];
+            relay(route, stream, peer, Vec::new()).await;
+        }
+        Protocol::TlsPassthrough => {
+            let hello =
+                crate::proxy::tcp::read_client_hello(&stream, app.proxy.handshake_timeout).await;
+            let (sni, initial) = match hello {
+                Ok(hello) => hello,
+                Err(e) => {
+                    debug!(peer = %peer, error = %e, "no usable ClientHello");
+                    return;
+                }
+            };
+            let index = sni
+                .as_deref()
+                .and_then(crate::route::normalize_host)
+                .and_then(|host| app.hosts.lookup(&host));
+            match index {
+                Some(index) => relay(&app.routes[index], stream, peer, initial).await,
+                None => debug!(peer = %peer, sni = ?sni, "no route for the ClientHello's name"),
             }
         }
     }
 }
 
-impl App {
-    async fn handle(&self, req: Request<Incoming>, conn: &Connection) -> Response<Body> {
-        let index = match route::request_host(&req) {
-            None => return Error::NoHost.to_response(),
-            Some(host) => match self.hosts.lookup(&host) {
-                Some(index) => index,
-                None => return Error::NoRoute(host.into_owned()).to_response(),
-            },
-        };
-        let route = &self.routes[index];
-        let in_flight = InFlight {
-            connection: conn.requests.enter(),
-            route: route.activity.enter(),
-        };
-        conn.bind(index, route);
-        let upstream = match route.gate.acquire().await {
-            Ok(upstream) => upstream,
-            Err(e) => return e.to_response(),
-        };
-        let cx = proxy::http::Context {
-            route: &route.name,
-            activity: &route.activity,
-            client: conn.peer,
-        };
-        proxy::http::forward(req, &upstream, cx, in_flight).await
+/// Relays a TCP connection to `route`'s upstream, starting the backend first if needed; the
+/// connection counts toward the route's activity while it is open.
+async fn relay(route: &Route, stream: TcpStream, peer: SocketAddr, initial: Vec<u8>) {
+    let _open = route.activity.enter();
+    let upstream = match route.gate.acquire().await {
+        Ok(upstream) => upstream,
+        Err(e) => {
+            warn!(route = %route.name, peer = %peer, error = %e, "tcp connection closed");
+            return;
+        }
+    };
+    let relayed = crate::proxy::tcp::relay(
+        stream,
+        peer,
+        upstream.addr(),
+        route.proxy_protocol,
+        &initial,
+    )
+    .await;
+    if let Err(e) = relayed {
+        debug!(route = %route.name, peer = %peer, error = %e, "tcp relay ended");
     }
 }

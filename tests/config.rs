@@ -141,7 +141,7 @@ fn rejects_unknown_keys() {
         ("drain_timeout = \"10s\"", "drain_timout = \"1s\""),
         ("idle_timeout = \"30s\"", "colour = \"red\""),
         ("stop_timeout = \"2s\"", "restart = \"always\""),
-        ("protocol = \"http\"", "tls = true"),
+        ("protocol = \"http\"", "certificate = true"),
     ] {
         let text = with(after, &format!("{after}\n{key}"));
         let name = key.split(' ').next().unwrap();
@@ -259,8 +259,8 @@ fn rejects_duplicate_listener_names() {
 
 #[test]
 fn rejects_unknown_backend_kind_and_protocol() {
-    let text = with("kind = \"none\"", "kind = \"docker\"");
-    assert_rejected(&text, line_of(&text, "docker", false), &[]);
+    let text = with("kind = \"none\"", "kind = \"lxc\"");
+    assert_rejected(&text, line_of(&text, "lxc", false), &[]);
     let text = with("protocol = \"http\"", "protocol = \"gopher\"");
     assert_rejected(&text, line_of(&text, "gopher", false), &[]);
 }

@@ -14,8 +14,8 @@ use toml::Spanned;
 
 use super::{
     BackendConfig, BusAddress, Config, ConfigError, ContainerConfig, CreateSpec, Engine,
-    ExecConfig, ListenerConfig, Protocol, ProxyConfig, ReadyCheck, RouteConfig, Signal,
-    SystemdConfig, line_col,
+    ExecConfig, ListenerConfig, Protocol, ProxyConfig, ProxyProtocol, ReadyCheck, RouteConfig,
+    Signal, SystemdConfig, TlsFiles, UpstreamProtocol, line_col,
 };
 use crate::route::HostPattern;
 
@@ -39,6 +39,7 @@ struct RawProxy {
     keepalive_timeout: Option<Spanned<String>>,
     max_header_bytes: Option<Spanned<i64>>,
     workers: Option<Spanned<i64>>,
+    handshake_timeout: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -48,19 +49,32 @@ struct RawListener {
     bind: Spanned<String>,
     #[serde(default)]
     protocol: Option<Spanned<String>>,
+    tls: Option<Spanned<RawTls>>,
+    route: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTls {
+    cert: Spanned<String>,
+    key: Spanned<String>,
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawRoute {
     name: Spanned<String>,
-    hosts: Spanned<Vec<Spanned<String>>>,
+    #[serde(default)]
+    hosts: Option<Spanned<Vec<Spanned<String>>>>,
     upstream: Spanned<String>,
     idle_timeout: Option<Spanned<String>>,
     start_timeout: Option<Spanned<String>>,
     ready: Option<Spanned<String>>,
     max_pending: Option<Spanned<i64>>,
     backend: Option<Spanned<RawBackend>>,
+    tls: Option<Spanned<RawTls>>,
+    upstream_protocol: Option<Spanned<String>>,
+    proxy_protocol: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -217,6 +231,10 @@ pub(super) fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
             "no [[listener]]: add one, e.g. [[listener]] name = \"http\" bind = \"127.0.0.1:8080\"",
         ));
     }
+    let base_dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .map_or_else(|| PathBuf::from("."), Path::to_owned);
     let mut listeners = Vec::with_capacity(raw.listeners.len());
     let mut listener_names: HashMap<String, Range<usize>> = HashMap::new();
     for l in &raw.listeners {
@@ -236,17 +254,41 @@ pub(super) fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
         }
         let protocol = match l.protocol.as_ref().map(|p| p.get_ref().as_str()) {
             None | Some("http") => Protocol::Http,
+            Some("https") => Protocol::Https,
+            Some("tcp") => Protocol::Tcp,
+            Some("tls-passthrough") => Protocol::TlsPassthrough,
             Some(other) => {
                 return Err(check.err(
                     l.protocol.as_ref().map_or(0..0, Spanned::span),
-                    format!("protocol \"{other}\" is not supported: write protocol = \"http\""),
+                    format!("protocol \"{other}\" is not known: write \"http\", \"https\", \"tcp\" or \"tls-passthrough\""),
                 ));
             }
         };
+        if let Some(tls) = &l.tls
+            && protocol != Protocol::Https
+        {
+            return Err(check.err(
+                tls.span(),
+                format!(
+                    "tls is only for protocol = \"https\" listeners (this one is \"{protocol}\")"
+                ),
+            ));
+        }
+        match (&l.route, protocol) {
+            (None, Protocol::Tcp) => {
+                return Err(check.err(l.name.span(), format!("listener \"{name}\" has protocol = \"tcp\": name the route it serves, route = \"NAME\"")));
+            }
+            (Some(r), p) if p != Protocol::Tcp => {
+                return Err(check.err(r.span(), format!("route is only for protocol = \"tcp\" listeners (this one is \"{p}\"): its routes are picked by host")));
+            }
+            _ => {}
+        }
         listeners.push(ListenerConfig {
             name,
             bind: check.addr(&l.bind, "bind")?,
             protocol,
+            tls: l.tls.as_ref().map(|t| tls_files(t.get_ref(), &base_dir)),
+            route: None,
         });
     }
 
@@ -256,10 +298,6 @@ pub(super) fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
             "no [[route]]: add at least one, with name, hosts and upstream",
         ));
     }
-    let base_dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .map_or_else(|| PathBuf::from("."), Path::to_owned);
     let mut routes = Vec::with_capacity(raw.routes.len());
     let mut route_names: HashMap<String, ()> = HashMap::new();
     let mut host_owner: HashMap<HostPattern, String> = HashMap::new();
@@ -282,14 +320,23 @@ pub(super) fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
                 format!("a route named \"{name}\" is already defined: route names must be unique"),
             ));
         }
-        if r.hosts.get_ref().is_empty() {
+        // A route reached only through a `tcp` listener needs no host.
+        let tcp_only = raw.listeners.iter().any(|l| {
+            l.get_ref()
+                .route
+                .as_ref()
+                .is_some_and(|n| n.get_ref().trim() == name)
+        });
+        let no_hosts = Vec::new();
+        let raw_hosts = r.hosts.as_ref().map_or(&no_hosts, |h| h.get_ref());
+        if raw_hosts.is_empty() && !tcp_only {
             return Err(check.err(
-                r.hosts.span(),
+                r.hosts.as_ref().map_or(r.name.span(), Spanned::span),
                 "hosts is empty: list at least one host name, like [\"blog.example.com\"]",
             ));
         }
-        let mut hosts = Vec::with_capacity(r.hosts.get_ref().len());
-        for h in r.hosts.get_ref() {
+        let mut hosts = Vec::with_capacity(raw_hosts.len());
+        for h in raw_hosts {
             let pattern = HostPattern::parse(h.get_ref())
                 .map_err(|why| check.err(h.span(), format!("host \"{}\": {why}", h.get_ref())))?;
             if let Some(owner) = host_owner.get(&pattern) {
@@ -339,7 +386,51 @@ pub(super) fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
                     check.positive(v, "max_pending")
                 })?,
             backend,
+            tls: r.tls.as_ref().map(|t| tls_files(t.get_ref(), &base_dir)),
+            upstream_protocol: match &r.upstream_protocol {
+                None => UpstreamProtocol::Http1,
+                Some(v) => match v.get_ref().as_str() {
+                    "http1" | "http/1.1" => UpstreamProtocol::Http1,
+                    "h2c" => UpstreamProtocol::H2c,
+                    other => {
+                        return Err(check.err(
+                            v.span(),
+                            format!("upstream_protocol = \"{other}\" is not supported: write \"http1\" or \"h2c\""),
+                        ));
+                    }
+                },
+            },
+            proxy_protocol: match &r.proxy_protocol {
+                None => None,
+                Some(v) => Some(match v.get_ref().as_str() {
+                    "v1" => ProxyProtocol::V1,
+                    "v2" => ProxyProtocol::V2,
+                    other => {
+                        return Err(check.err(
+                            v.span(),
+                            format!("proxy_protocol = \"{other}\" is not known: write \"v1\" or \"v2\""),
+                        ));
+                    }
+                }),
+            },
         });
+    }
+
+    // `tcp` listeners name their route; resolve it now that all routes are known.
+    for (listener, raw_listener) in listeners.iter_mut().zip(&raw.listeners) {
+        if let Some(r) = &raw_listener.get_ref().route {
+            let name = r.get_ref().trim();
+            let index = routes
+                .iter()
+                .position(|route| route.name == name)
+                .ok_or_else(|| {
+                    check.err(
+                        r.span(),
+                        format!("route \"{name}\" is not defined: name one of the [[route]] names"),
+                    )
+                })?;
+            listener.route = Some(index);
+        }
     }
 
     Ok(Config {
@@ -373,6 +464,11 @@ fn proxy_config(check: &Checker<'_>, p: &RawProxy) -> Result<ProxyConfig, Config
             .workers
             .as_ref()
             .map_or(Ok(d.workers), |v| check.positive(v, "workers"))?,
+        handshake_timeout: check.opt_duration(
+            &p.handshake_timeout,
+            "handshake_timeout",
+            d.handshake_timeout,
+        )?,
         max_header_bytes: match &p.max_header_bytes {
             None => d.max_header_bytes,
             Some(v) => {
@@ -591,6 +687,13 @@ fn exec_config(
         stop_signal,
         stop_timeout: check.opt_duration(&b.stop_timeout, "stop_timeout", DEFAULT_STOP_TIMEOUT)?,
     }))
+}
+
+fn tls_files(t: &RawTls, base_dir: &Path) -> TlsFiles {
+    TlsFiles {
+        cert: base_dir.join(t.cert.get_ref()),
+        key: base_dir.join(t.key.get_ref()),
+    }
 }
 
 fn parse_ready(text: &str) -> Option<ReadyCheck> {

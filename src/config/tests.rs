@@ -255,7 +255,11 @@ fn rejects_an_unsupported_listener_protocol() {
         "[[listener]]\nname = \"h\"\nbind = \"127.0.0.1:1\"\nprotocol = \"gopher\"\n{}",
         route("a", "a.example", 9101)
     );
-    rejects(&text, 4, "write protocol = \"http\"");
+    rejects(
+        &text,
+        4,
+        "write \"http\", \"https\", \"tcp\" or \"tls-passthrough\"",
+    );
 }
 
 #[test]

@@ -9,12 +9,12 @@ use std::net::SocketAddr;
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Request, Response, StatusCode, Uri, Version};
-use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use tracing::{debug, warn};
 
 use super::{Body, InFlight, Upstream};
 use crate::activity::Activity;
+use crate::config::UpstreamProtocol;
 use crate::error::Error;
 
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
@@ -41,18 +41,32 @@ pub struct Context<'a> {
     pub activity: &'a std::sync::Arc<Activity>,
     /// The client's address, for X-Forwarded-For.
     pub client: SocketAddr,
+    /// Whether the client connection is TLS (X-Forwarded-Proto: https).
+    pub https: bool,
 }
 
 /// Forwards `req` to `upstream` and returns the response to send to the client.
 pub async fn forward(
-    mut req: Request<Incoming>,
+    mut req: Request<hyper::body::Incoming>,
     upstream: &Upstream,
     cx: Context<'_>,
     in_flight: InFlight,
 ) -> Response<Body> {
     let upgrade = requested_upgrade(&req);
-    let client_upgrade = upgrade.is_some().then(|| hyper::upgrade::on(&mut req));
-    rewrite_request(&mut req, upstream, cx.client, upgrade.clone());
+    let extended_connect = upgrade.is_none().then(|| extended_connect(&req)).flatten();
+    let client_upgrade =
+        (upgrade.is_some() || extended_connect.is_some()).then(|| hyper::upgrade::on(&mut req));
+    let upgrade = upgrade.or_else(|| extended_connect.clone());
+    rewrite_request(&mut req, upstream, cx.client, cx.https, upgrade.clone());
+    let req = match extended_connect {
+        // The HTTP/2 stream becomes the tunnel: nothing of it is a request body.
+        Some(_) => {
+            let (mut parts, _) = req.into_parts();
+            as_http1_upgrade(&mut parts);
+            Request::from_parts(parts, Body::empty())
+        }
+        None => req.map(|body| Body::upstream(body, None)),
+    };
 
     let mut resp = match upstream.client().request(req).await {
         Ok(resp) => resp,
@@ -89,10 +103,17 @@ pub async fn forward(
         });
         let (mut parts, _) = resp.into_parts();
         strip_hop_by_hop(&mut parts.headers);
-        parts
-            .headers
-            .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-        parts.headers.insert(header::UPGRADE, upgrade);
+        if extended_connect.is_some() {
+            // HTTP/2 accepts an extended CONNECT with 200 and no handshake headers (RFC 8441).
+            parts.status = StatusCode::OK;
+            parts.headers.remove(header::UPGRADE);
+            parts.headers.remove(header::SEC_WEBSOCKET_ACCEPT);
+        } else {
+            parts
+                .headers
+                .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+            parts.headers.insert(header::UPGRADE, upgrade);
+        }
         return Response::from_parts(parts, Body::empty());
     }
 
@@ -118,11 +139,66 @@ fn requested_upgrade<B>(req: &Request<B>) -> Option<HeaderValue> {
         .flatten()
 }
 
+/// The protocol an HTTP/2 extended CONNECT (RFC 8441, e.g. a websocket) asks for, if it is one.
+fn extended_connect<B>(req: &Request<B>) -> Option<HeaderValue> {
+    if req.method() != http::Method::CONNECT {
+        return None;
+    }
+    let protocol = req.extensions().get::<hyper::ext::Protocol>()?;
+    HeaderValue::from_str(protocol.as_str()).ok()
+}
+
+/// Rewrites an extended CONNECT into the HTTP/1.1 upgrade request an upstream understands: a
+/// GET with `Upgrade`, and for websockets the handshake key HTTP/2 clients do not send.
+fn as_http1_upgrade(parts: &mut http::request::Parts) {
+    parts.method = http::Method::GET;
+    let is_websocket = parts
+        .headers
+        .get(header::UPGRADE)
+        .is_some_and(|p| p.as_bytes().eq_ignore_ascii_case(b"websocket"));
+    if is_websocket && !parts.headers.contains_key(header::SEC_WEBSOCKET_KEY) {
+        parts
+            .headers
+            .insert(header::SEC_WEBSOCKET_KEY, websocket_key());
+    }
+}
+
+/// A fresh `Sec-WebSocket-Key`: 16 unpredictable bytes, base64.
+fn websocket_key() -> HeaderValue {
+    use std::hash::{BuildHasher, Hasher};
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let mut bytes = [0u8; 16];
+    for half in bytes.chunks_mut(8) {
+        // RandomState is seeded from the OS per process; the counter makes each key distinct.
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u64(COUNTER.fetch_add(1, Ordering::Relaxed));
+        half.copy_from_slice(&h.finish().to_le_bytes());
+    }
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(24);
+    for chunk in bytes.chunks(3) {
+        let n = chunk
+            .iter()
+            .enumerate()
+            .fold(0u32, |n, (i, b)| n | u32::from(*b) << (16 - 8 * i));
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(ALPHABET[(n >> (18 - 6 * i)) as usize & 63] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    HeaderValue::from_str(&out).expect("base64 is a valid header value")
+}
+
 /// Turns the client's request into the one the upstream gets.
 fn rewrite_request<B>(
     req: &mut Request<B>,
     upstream: &Upstream,
     client: SocketAddr,
+    https: bool,
     upgrade: Option<HeaderValue>,
 ) {
     // The authority the client asked for (HTTP/2 `:authority`, absolute-form) becomes Host.
@@ -132,12 +208,26 @@ fn rewrite_request<B>(
         .path_and_query()
         .cloned()
         .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
+    // Over HTTP/2 the site travels in `:authority`, taken from the URI; the connection itself
+    // always goes to the upstream (see `FixedConnector`).
+    let site = match upstream.protocol {
+        UpstreamProtocol::H2c => authority.clone().or_else(|| {
+            req.headers()
+                .get(header::HOST)
+                .and_then(|h| h.to_str().ok())
+                .and_then(|h| h.parse().ok())
+        }),
+        UpstreamProtocol::Http1 => None,
+    };
     let mut parts = http::uri::Parts::default();
     parts.scheme = Some(http::uri::Scheme::HTTP);
-    parts.authority = Some(upstream.authority.clone());
+    parts.authority = Some(site.unwrap_or_else(|| upstream.authority.clone()));
     parts.path_and_query = Some(path);
     *req.uri_mut() = Uri::from_parts(parts).expect("scheme, authority and path make a URI");
-    *req.version_mut() = Version::HTTP_11;
+    *req.version_mut() = match upstream.protocol {
+        UpstreamProtocol::Http1 => Version::HTTP_11,
+        UpstreamProtocol::H2c => Version::HTTP_2,
+    };
 
     let headers = req.headers_mut();
     strip_hop_by_hop(headers);
@@ -158,7 +248,8 @@ fn rewrite_request<B>(
     if let Ok(value) = HeaderValue::from_str(&forwarded_for) {
         headers.insert(X_FORWARDED_FOR.clone(), value);
     }
-    headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static("http"));
+    let proto = if https { "https" } else { "http" };
+    headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(proto));
     if let Some(upgrade) = upgrade {
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
         headers.insert(header::UPGRADE, upgrade);
@@ -207,9 +298,28 @@ mod tests {
 
     fn rewritten(req: Request<()>) -> Request<()> {
         let mut req = req;
-        let upstream = Upstream::new("127.0.0.1:9101".parse().unwrap(), 1);
-        rewrite_request(&mut req, &upstream, "10.1.2.3:5555".parse().unwrap(), None);
+        let upstream = Upstream::new(
+            "127.0.0.1:9101".parse().unwrap(),
+            1,
+            UpstreamProtocol::Http1,
+        );
+        rewrite_request(
+            &mut req,
+            &upstream,
+            "10.1.2.3:5555".parse().unwrap(),
+            false,
+            None,
+        );
         req
+    }
+
+    #[test]
+    fn websocket_keys_are_16_bytes_of_base64_and_distinct() {
+        let a = websocket_key();
+        let b = websocket_key();
+        assert_eq!(a.len(), 24);
+        assert!(a.to_str().unwrap().ends_with("=="));
+        assert_ne!(a, b);
     }
 
     #[test]

@@ -8,6 +8,7 @@
 #![allow(dead_code)]
 
 pub mod sandbox;
+pub mod tls;
 use std::fs;
 use std::io;
 use std::net::{SocketAddr, TcpListener};
@@ -775,3 +776,4 @@ pub fn head_header(head: &str, name: &str) -> Option<String> {
     })
 }
 pub mod podman;
+pub mod tcp;
