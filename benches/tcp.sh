@@ -216,29 +216,34 @@ done
 bulk_rows=()
 if ((BULK_MIB > 0)); then
     for t in "${TARGETS[@]}"; do
-        read -r name port _ <<<"$t"
+        read -r name port pid <<<"$t"
         best=0
+        cpu0=$(cpu_ticks "$pid")
         for _ in 1 2 3; do
             bps=$(curl -s -o /dev/null -w '%{speed_download}' "http://127.0.0.1:$port/bulk")
             best=$(awk -v a="$best" -v b="$bps" 'BEGIN { print (b > a) ? b : a }')
         done
-        bulk_rows+=("$(awk -v n="$name" -v b="$best" 'BEGIN { printf "%s\t%.0f MiB/s", n, b / 1048576 }')")
+        cpu1=$(cpu_ticks "$pid")
+        cpu=-
+        [[ $pid == - ]] || cpu=$(awk -v t=$((cpu1 - cpu0)) -v hz="$TICK" -v m="$BULK_MIB" 'BEGIN { printf "%.0f", t * 1000 / hz / (3 * m / 1024) }')
+        bulk_rows+=("$(awk -v n="$name" -v b="$best" -v c="$cpu" 'BEGIN { printf "%s\t%.0f\t%s", n, b / 1048576, c }')")
     done
 fi
 
 # --- report ---------------------------------------------------------------------
 {
-    printf 'mode\ttarget\treq/s\tp50 ms\tp99 ms\tsuccess\tproxy cpu µs/req\n'
+    printf 'mode\ttarget\treq/s\tp50 ms\tp99 ms\tsuccess\tproxy cpu us/req\n'
     printf '%s\n' "${rows[@]}"
-    echo
+} | column -t -s $'\t' | tee "$OUT/tcp.txt"
+{
     echo
     for mode in keepalive newconn; do
         awk -v m="$mode" -v r="${RPS[rouse-tcp-$mode]}" -v p="${RPS[socket-proxyd-$mode]}" \
-            'BEGIN { printf "%s: rouse tcp / socket-proxyd = %.2fx\n", m, (p > 0 ? r / p : 0) }'
+            'BEGIN { printf "%s: rouse tcp / socket-proxyd = %.2fx req/s\n", m, (p > 0 ? r / p : 0) }'
     done
-} | column -t -s $'\t' | tee "$OUT/tcp.txt"
+} | tee -a "$OUT/tcp.txt"
 if ((${#bulk_rows[@]})); then
     printf '\nbulk (%s MiB file, best of 3 curl downloads)\n' "$BULK_MIB"
-    printf '%s\n' "${bulk_rows[@]}" | column -t -s $'\t'
+    { printf 'target\tMiB/s\tproxy cpu ms/GiB\n'; printf '%s\n' "${bulk_rows[@]}"; } | column -t -s $'\t'
 fi | tee -a "$OUT/tcp.txt"
 printf '\nconns=%s duration=%s cores=%s\n' "$CONNS" "$DURATION" "$(nproc)" | tee -a "$OUT/tcp.txt"

@@ -10,6 +10,7 @@ use std::io;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::net::tcp::{ReadHalf, WriteHalf};
+#[cfg(target_os = "linux")]
 use tracing::debug;
 
 /// Buffer of one direction before it switches to splice (or for good, without splice).
@@ -63,16 +64,18 @@ async fn buffered(
     dst: &mut WriteHalf<'_>,
     until_bulk: bool,
 ) -> io::Result<Stop> {
-    let mut buf = vec![0u8; BUFFER];
+    // Not zeroed: read_buf only ever exposes what it read.
+    let mut buf = Vec::with_capacity(BUFFER);
     let mut total = 0u64;
     loop {
-        let n = src.read(&mut buf).await?;
+        buf.clear();
+        let n = src.read_buf(&mut buf).await?;
         if n == 0 {
             return Ok(Stop::Ended(total));
         }
-        dst.write_all(&buf[..n]).await?;
+        dst.write_all(&buf).await?;
         total += n as u64;
-        if until_bulk && n == buf.len() {
+        if until_bulk && n == BUFFER {
             return Ok(Stop::Bulk(total));
         }
     }

@@ -11,20 +11,27 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use tokio::io::Interest;
 use tokio::net::TcpStream;
 
-/// Bytes asked of one `splice` call: the default pipe capacity (16 pages), so the pipe is
-/// emptied into the destination before it is filled again.
-const CHUNK: usize = 64 * 1024;
+/// Pipe capacity asked for: 256 KiB moves a GiB with a fifth less CPU than the default 64 KiB
+/// (measured with benches/tcp.sh). Best effort: the kernel may refuse it.
+const CAPACITY: usize = 256 * 1024;
+/// Below this capacity (the kernel hands out one-page pipes to a user past
+/// `pipe-user-pages-soft`) splice is not worth it: the caller copies instead.
+const MIN_CAPACITY: usize = 64 * 1024;
 
 /// A kernel pipe used as the buffer of one direction.
 pub struct Pipe {
     read: OwnedFd,
     write: OwnedFd,
+    /// Bytes asked of one fill: the pipe's capacity, so it is emptied into the destination
+    /// before it is filled again.
+    capacity: usize,
 }
 
 // === impl Pipe ===
 
 impl Pipe {
-    /// A non-blocking pipe; fails when out of descriptors (the caller then copies instead).
+    /// A non-blocking pipe; fails when out of descriptors or when the kernel only grants a
+    /// small one (the caller then copies instead).
     pub fn new() -> io::Result<Pipe> {
         let mut fds: [RawFd; 2] = [-1; 2];
         // SAFETY: `fds` is a valid array of two descriptors for pipe2 to fill.
@@ -33,7 +40,24 @@ impl Pipe {
         }
         // SAFETY: pipe2 succeeded, so both descriptors are open and owned by nobody else.
         let (read, write) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
-        Ok(Pipe { read, write })
+        // SAFETY: fcntl on a descriptor we own; F_SETPIPE_SZ returns the capacity granted.
+        let granted =
+            match unsafe { libc::fcntl(fds[1], libc::F_SETPIPE_SZ, CAPACITY as libc::c_int) } {
+                // SAFETY: as above; F_GETPIPE_SZ only reads the capacity.
+                n if n < 0 => unsafe { libc::fcntl(fds[1], libc::F_GETPIPE_SZ) },
+                n => n,
+            };
+        let capacity = usize::try_from(granted).unwrap_or(0);
+        if capacity < MIN_CAPACITY {
+            return Err(io::Error::other(format!(
+                "pipe of {capacity} bytes is too small for splice"
+            )));
+        }
+        Ok(Pipe {
+            read,
+            write,
+            capacity,
+        })
     }
 
     /// Moves bytes from `src` to `dst` until `src` reaches end of stream; returns how many.
@@ -44,7 +68,7 @@ impl Pipe {
             let filled = loop {
                 src.readable().await?;
                 match src.try_io(Interest::READABLE, || {
-                    splice(src.as_raw_fd(), self.write.as_raw_fd(), CHUNK)
+                    splice(src.as_raw_fd(), self.write.as_raw_fd(), self.capacity)
                 }) {
                     Ok(n) => break n,
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
