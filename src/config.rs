@@ -112,6 +112,8 @@ pub enum UpstreamProtocol {
     Http1,
     /// HTTP/2 over cleartext, with prior knowledge.
     H2c,
+    /// HTTP/2 over TLS (ALPN `h2`), the upstream's certificate verified.
+    H2,
 }
 
 /// The PROXY protocol header rouse sends to a TCP upstream, so it sees the client's address.
@@ -168,8 +170,11 @@ pub struct RouteConfig {
     pub backend: BackendConfig,
     /// The certificate served for this route's hosts on `https` listeners.
     pub tls: Option<TlsFiles>,
-    /// HTTP/1.1 or h2c to the upstream.
+    /// HTTP/1.1, h2c or h2 (TLS) to the upstream.
     pub upstream_protocol: UpstreamProtocol,
+    /// For `h2`: the CA certificate(s) the upstream's certificate must chain to (default: the
+    /// system's trust store).
+    pub upstream_ca: Option<PathBuf>,
     /// PROXY protocol header sent on TCP and TLS-passthrough connections to the upstream.
     pub proxy_protocol: Option<ProxyProtocol>,
 }

@@ -66,7 +66,11 @@ pub struct Shared {
 
 impl Shared {
     /// State for a route whose upstream is always on: ready from the start, never supervised.
-    pub fn always_ready(route: &RouteConfig, workers: usize) -> Arc<Shared> {
+    pub fn always_ready(
+        route: &RouteConfig,
+        workers: usize,
+        tls: Option<Arc<rustls::ClientConfig>>,
+    ) -> Arc<Shared> {
         let (wants, _) = mpsc::unbounded_channel();
         let (state, _) = watch::channel(Snapshot {
             attempt: 0,
@@ -74,6 +78,7 @@ impl Shared {
                 route.upstream,
                 workers,
                 route.upstream_protocol,
+                tls,
             ))),
         });
         Arc::new(Shared {
@@ -112,6 +117,7 @@ pub struct Supervisor {
     idle_timeout: Duration,
     workers: usize,
     upstream_protocol: UpstreamProtocol,
+    upstream_tls: Option<Arc<rustls::ClientConfig>>,
     attempt: u64,
 }
 
@@ -131,6 +137,7 @@ impl Supervisor {
         running: Arc<Activity>,
         shutdown: watch::Receiver<bool>,
         workers: usize,
+        upstream_tls: Option<Arc<rustls::ClientConfig>>,
     ) -> (Supervisor, Arc<Shared>) {
         let (wants_tx, wants) = mpsc::unbounded_channel();
         let (state, _) = watch::channel(Snapshot {
@@ -162,6 +169,7 @@ impl Supervisor {
             idle_timeout: route.idle_timeout,
             workers,
             upstream_protocol: route.upstream_protocol,
+            upstream_tls,
             attempt: 0,
         };
         (supervisor, shared)
@@ -277,6 +285,7 @@ impl Supervisor {
             self.upstream,
             self.workers,
             self.upstream_protocol,
+            self.upstream_tls.clone(),
         ));
         let ready_at = Instant::now();
         self.publish(State::Ready(upstream.clone()));

@@ -11,6 +11,7 @@ use std::cell::Cell;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -53,16 +54,26 @@ pub struct Upstream {
 }
 
 impl Upstream {
-    /// Pools of connections to `addr` speaking `protocol`, one for each of `workers` threads.
-    pub fn new(addr: SocketAddr, workers: usize, protocol: UpstreamProtocol) -> Upstream {
+    /// Pools of connections to `addr` speaking `protocol`, one for each of `workers` threads;
+    /// `tls` is the client configuration for `h2` upstreams.
+    pub fn new(
+        addr: SocketAddr,
+        workers: usize,
+        protocol: UpstreamProtocol,
+        tls: Option<Arc<rustls::ClientConfig>>,
+    ) -> Upstream {
+        let connector = FixedConnector {
+            addr,
+            tls: tls.map(tokio_rustls::TlsConnector::from),
+        };
         let pools = (0..workers.max(1))
             .map(|_| {
                 Client::builder(TokioExecutor::new())
                     .pool_idle_timeout(POOL_IDLE_TIMEOUT)
                     .pool_timer(TokioTimer::new())
                     .timer(TokioTimer::new())
-                    .http2_only(protocol == UpstreamProtocol::H2c)
-                    .build(FixedConnector { addr })
+                    .http2_only(protocol != UpstreamProtocol::Http1)
+                    .build(connector.clone())
             })
             .collect();
         Upstream {
@@ -91,22 +102,34 @@ impl Upstream {
 ///
 /// HTTP/2 carries the site in `:authority`, which the client takes from the URI; so the URI keeps
 /// the client's host while every connection still goes to the configured upstream.
-#[derive(Debug, Clone, Copy)]
+#[derive(Clone)]
 pub struct FixedConnector {
     addr: SocketAddr,
+    /// For `h2` upstreams: TLS, with the request's host as the server name.
+    tls: Option<tokio_rustls::TlsConnector>,
+}
+
+impl std::fmt::Debug for FixedConnector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FixedConnector")
+            .field("addr", &self.addr)
+            .field("tls", &self.tls.is_some())
+            .finish()
+    }
 }
 
 impl tower_service::Service<::http::Uri> for FixedConnector {
-    type Response = TokioIo<TcpStream>;
+    type Response = TokioIo<UpstreamIo>;
     type Error = std::io::Error;
-    type Future = Pin<Box<dyn Future<Output = std::io::Result<TokioIo<TcpStream>>> + Send>>;
+    type Future = Pin<Box<dyn Future<Output = std::io::Result<TokioIo<UpstreamIo>>> + Send>>;
 
     fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, _: ::http::Uri) -> Self::Future {
+    fn call(&mut self, uri: ::http::Uri) -> Self::Future {
         let addr = self.addr;
+        let tls = self.tls.clone();
         Box::pin(async move {
             let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr))
                 .await
@@ -114,9 +137,153 @@ impl tower_service::Service<::http::Uri> for FixedConnector {
                     std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out")
                 })??;
             stream.set_nodelay(true)?;
-            Ok(TokioIo::new(stream))
+            let Some(tls) = tls else {
+                return Ok(TokioIo::new(UpstreamIo::Plain(stream)));
+            };
+            // The upstream's certificate is checked against the site's name, not its address.
+            let host = uri
+                .host()
+                .unwrap_or_default()
+                .trim_matches(['[', ']'])
+                .to_owned();
+            let name = rustls::pki_types::ServerName::try_from(host).map_err(|e| {
+                std::io::Error::new(
+                    std::io::ErrorKind::InvalidInput,
+                    format!("no TLS name for the upstream: {e}"),
+                )
+            })?;
+            let stream = tokio::time::timeout(CONNECT_TIMEOUT, tls.connect(name, stream))
+                .await
+                .map_err(|_| {
+                    std::io::Error::new(std::io::ErrorKind::TimedOut, "tls handshake timed out")
+                })??;
+            Ok(TokioIo::new(UpstreamIo::Tls(Box::new(stream))))
         })
     }
+}
+
+/// A connection to an upstream: plain TCP, or TLS for `h2` upstreams.
+pub enum UpstreamIo {
+    /// Cleartext.
+    Plain(TcpStream),
+    /// TLS.
+    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+}
+
+impl hyper_util::client::legacy::connect::Connection for UpstreamIo {
+    fn connected(&self) -> hyper_util::client::legacy::connect::Connected {
+        let connected = hyper_util::client::legacy::connect::Connected::new();
+        match self {
+            UpstreamIo::Tls(tls) if tls.get_ref().1.alpn_protocol() == Some(b"h2") => {
+                connected.negotiated_h2()
+            }
+            _ => connected,
+        }
+    }
+}
+
+impl tokio::io::AsyncRead for UpstreamIo {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            UpstreamIo::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            UpstreamIo::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl tokio::io::AsyncWrite for UpstreamIo {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            UpstreamIo::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            UpstreamIo::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            UpstreamIo::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            UpstreamIo::Tls(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        match self {
+            UpstreamIo::Plain(s) => s.is_write_vectored(),
+            UpstreamIo::Tls(s) => s.is_write_vectored(),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            UpstreamIo::Plain(s) => Pin::new(s).poll_flush(cx),
+            UpstreamIo::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            UpstreamIo::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            UpstreamIo::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+        }
+    }
+}
+
+/// The TLS client configuration for a route whose upstream speaks `h2`: ALPN `h2`, and the
+/// upstream's certificate verified against `upstream_ca` or the system's trust store.
+pub fn upstream_tls(
+    route: &crate::config::RouteConfig,
+) -> Result<Option<Arc<rustls::ClientConfig>>, String> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+    if route.upstream_protocol != UpstreamProtocol::H2 {
+        return Ok(None);
+    }
+    let mut roots = rustls::RootCertStore::empty();
+    match &route.upstream_ca {
+        Some(path) => {
+            let certs = CertificateDer::pem_file_iter(path)
+                .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+                .map_err(|e| {
+                    format!(
+                        "route \"{}\": upstream_ca {}: {e}",
+                        route.name,
+                        path.display()
+                    )
+                })?;
+            let (added, _) = roots.add_parsable_certificates(certs);
+            if added == 0 {
+                return Err(format!(
+                    "route \"{}\": upstream_ca {} holds no usable CA certificate",
+                    route.name,
+                    path.display()
+                ));
+            }
+        }
+        None => {
+            roots.add_parsable_certificates(rustls_native_certs::load_native_certs().certs);
+        }
+    }
+    let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| e.to_string())?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    Ok(Some(Arc::new(config)))
 }
 
 /// What keeps a forwarded request counted until its response body has been sent.

@@ -95,6 +95,8 @@ pub async fn run(
             hosts.insert(host, index);
         }
         let activity = Activity::new();
+        let upstream_tls = crate::proxy::upstream_tls(rc)
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
         let shared = match crate::backend::for_route(rc, &claims) {
             Some(backend) => {
                 let (supervisor, shared) = Supervisor::new(
@@ -104,11 +106,12 @@ pub async fn run(
                     running.clone(),
                     backends_stop.clone(),
                     config.proxy.workers,
+                    upstream_tls,
                 );
                 supervisors.spawn(supervisor.run());
                 shared
             }
-            None => Shared::always_ready(rc, config.proxy.workers),
+            None => Shared::always_ready(rc, config.proxy.workers, upstream_tls),
         };
         routes.push(Route {
             name: rc.name.as_str().into(),

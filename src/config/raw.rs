@@ -74,6 +74,7 @@ struct RawRoute {
     backend: Option<Spanned<RawBackend>>,
     tls: Option<Spanned<RawTls>>,
     upstream_protocol: Option<Spanned<String>>,
+    upstream_ca: Option<Spanned<String>>,
     proxy_protocol: Option<Spanned<String>>,
 }
 
@@ -392,13 +393,26 @@ pub(super) fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
                 Some(v) => match v.get_ref().as_str() {
                     "http1" | "http/1.1" => UpstreamProtocol::Http1,
                     "h2c" => UpstreamProtocol::H2c,
+                    "h2" => UpstreamProtocol::H2,
                     other => {
                         return Err(check.err(
                             v.span(),
-                            format!("upstream_protocol = \"{other}\" is not supported: write \"http1\" or \"h2c\""),
+                            format!("upstream_protocol = \"{other}\" is not supported: write \"http1\", \"h2c\" or \"h2\""),
                         ));
                     }
                 },
+            },
+            upstream_ca: match &r.upstream_ca {
+                None => None,
+                Some(ca) if r.upstream_protocol.as_ref().is_some_and(|p| p.get_ref() == "h2") => {
+                    Some(base_dir.join(ca.get_ref()))
+                }
+                Some(ca) => {
+                    return Err(check.err(
+                        ca.span(),
+                        "upstream_ca is only used with upstream_protocol = \"h2\" (HTTP/2 over TLS)",
+                    ));
+                }
             },
             proxy_protocol: match &r.proxy_protocol {
                 None => None,

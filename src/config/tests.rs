@@ -389,3 +389,61 @@ fn rejects_a_container_socket_that_is_not_a_unix_path() {
     );
     rejects(&text, 11, "not a unix socket");
 }
+
+#[test]
+fn h2_upstream_with_its_ca_is_read() {
+    let text = format!(
+        "{LISTENER}{}upstream_protocol = \"h2\"\nupstream_ca = \"ca.pem\"\n",
+        route("a", "a.example", 9101)
+    );
+    let r = &parse(&text).unwrap().routes[0];
+    assert_eq!(r.upstream_protocol, UpstreamProtocol::H2);
+    assert_eq!(
+        r.upstream_ca.as_deref(),
+        Some(Path::new("/etc/rouse/ca.pem"))
+    );
+}
+
+#[test]
+fn rejects_upstream_ca_without_h2() {
+    let text = format!(
+        "{LISTENER}{}upstream_ca = \"ca.pem\"\n",
+        route("a", "a.example", 9101)
+    );
+    rejects(&text, 8, "only used with upstream_protocol = \"h2\"");
+}
+
+#[test]
+fn rejects_a_tcp_listener_without_route() {
+    let text = format!(
+        "[[listener]]\nname = \"db\"\nbind = \"127.0.0.1:5432\"\nprotocol = \"tcp\"\n{}",
+        route("a", "a.example", 9101)
+    );
+    rejects(&text, 2, "route = \"NAME\"");
+}
+
+#[test]
+fn rejects_a_tcp_listener_naming_an_unknown_route() {
+    let text = format!(
+        "[[listener]]\nname = \"db\"\nbind = \"127.0.0.1:5432\"\nprotocol = \"tcp\"\nroute = \"pg\"\n{}",
+        route("a", "a.example", 9101)
+    );
+    rejects(&text, 5, "route \"pg\" is not defined");
+}
+
+#[test]
+fn a_route_served_only_by_a_tcp_listener_needs_no_hosts() {
+    let text = "[[listener]]\nname = \"db\"\nbind = \"127.0.0.1:5432\"\nprotocol = \"tcp\"\nroute = \"pg\"\n[[route]]\nname = \"pg\"\nupstream = \"127.0.0.1:15432\"\n";
+    let c = parse(text).unwrap();
+    assert_eq!(c.listeners[0].route, Some(0));
+    assert!(c.routes[0].hosts.is_empty());
+}
+
+#[test]
+fn rejects_tls_on_a_plain_listener() {
+    let text = format!(
+        "[[listener]]\nname = \"h\"\nbind = \"127.0.0.1:1\"\ntls = {{ cert = \"a.pem\", key = \"a.key\" }}\n{}",
+        route("a", "a.example", 9101)
+    );
+    rejects(&text, 4, "only for protocol = \"https\"");
+}

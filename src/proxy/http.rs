@@ -211,7 +211,7 @@ fn rewrite_request<B>(
     // Over HTTP/2 the site travels in `:authority`, taken from the URI; the connection itself
     // always goes to the upstream (see `FixedConnector`).
     let site = match upstream.protocol {
-        UpstreamProtocol::H2c => authority.clone().or_else(|| {
+        UpstreamProtocol::H2c | UpstreamProtocol::H2 => authority.clone().or_else(|| {
             req.headers()
                 .get(header::HOST)
                 .and_then(|h| h.to_str().ok())
@@ -220,13 +220,17 @@ fn rewrite_request<B>(
         UpstreamProtocol::Http1 => None,
     };
     let mut parts = http::uri::Parts::default();
-    parts.scheme = Some(http::uri::Scheme::HTTP);
+    parts.scheme = Some(if upstream.protocol == UpstreamProtocol::H2 {
+        http::uri::Scheme::HTTPS
+    } else {
+        http::uri::Scheme::HTTP
+    });
     parts.authority = Some(site.unwrap_or_else(|| upstream.authority.clone()));
     parts.path_and_query = Some(path);
     *req.uri_mut() = Uri::from_parts(parts).expect("scheme, authority and path make a URI");
     *req.version_mut() = match upstream.protocol {
         UpstreamProtocol::Http1 => Version::HTTP_11,
-        UpstreamProtocol::H2c => Version::HTTP_2,
+        UpstreamProtocol::H2c | UpstreamProtocol::H2 => Version::HTTP_2,
     };
 
     let headers = req.headers_mut();
@@ -302,6 +306,7 @@ mod tests {
             "127.0.0.1:9101".parse().unwrap(),
             1,
             UpstreamProtocol::Http1,
+            None,
         );
         rewrite_request(
             &mut req,
