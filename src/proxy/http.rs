@@ -5,6 +5,7 @@
 //! Bodies stream both ways. An upgrade (websocket) that the upstream accepts with 101 becomes a
 //! byte tunnel that counts as an open connection of the route.
 
+use std::fmt::Write as _;
 use std::net::SocketAddr;
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
@@ -193,8 +194,9 @@ fn websocket_key() -> HeaderValue {
     HeaderValue::from_str(&out).expect("base64 is a valid header value")
 }
 
-/// Turns the client's request into the one the upstream gets.
-fn rewrite_request<B>(
+/// Turns the client's request into the one the upstream gets (public for the benchmarks).
+#[doc(hidden)]
+pub fn rewrite_request<B>(
     req: &mut Request<B>,
     upstream: &Upstream,
     client: SocketAddr,
@@ -244,12 +246,14 @@ fn rewrite_request<B>(
     if let Some(host) = headers.get(header::HOST).cloned() {
         headers.insert(X_FORWARDED_HOST.clone(), host);
     }
-    let client_ip = client.ip().to_canonical().to_string();
-    let forwarded_for = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
-        Some(prior) => format!("{prior}, {client_ip}"),
-        None => client_ip,
-    };
-    if let Ok(value) = HeaderValue::from_str(&forwarded_for) {
+    // One allocation: the prior chain (if any), then the client's address.
+    let mut forwarded_for = String::with_capacity(64);
+    if let Some(prior) = headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
+        forwarded_for.push_str(prior);
+        forwarded_for.push_str(", ");
+    }
+    let _ = write!(forwarded_for, "{}", client.ip().to_canonical());
+    if let Ok(value) = HeaderValue::from_maybe_shared(bytes::Bytes::from(forwarded_for)) {
         headers.insert(X_FORWARDED_FOR.clone(), value);
     }
     let proto = if https { "https" } else { "http" };
@@ -272,15 +276,26 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
 
 /// Removes the headers the Connection header names.
 fn strip_connection_named(headers: &mut HeaderMap) {
-    let named: Vec<HeaderName> = headers
+    // Values are cheap to clone (shared bytes); the clones free `headers` for removal.
+    let values: Vec<HeaderValue> = headers
         .get_all(header::CONNECTION)
         .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .cloned()
         .collect();
-    for name in &named {
-        headers.remove(name);
+    for value in &values {
+        let Ok(value) = value.to_str() else { continue };
+        for token in value.split(',').map(str::trim) {
+            // The common tokens name no header of their own (Keep-Alive is hop-by-hop anyway).
+            if token.eq_ignore_ascii_case("keep-alive")
+                || token.eq_ignore_ascii_case("close")
+                || token.eq_ignore_ascii_case("upgrade")
+            {
+                continue;
+            }
+            if let Ok(name) = HeaderName::from_bytes(token.as_bytes()) {
+                headers.remove(name);
+            }
+        }
     }
 }
 
