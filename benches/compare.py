@@ -1,0 +1,373 @@
+#!/usr/bin/env python3
+"""Helpers for benches/compare.sh (standard library only).
+
+  compare.py rss PID                 print the RSS (KiB) of PID and its descendants, once
+  compare.py rss-peak PID OUTFILE    sample that sum every 50 ms until SIGTERM, then write the
+                                     peak (KiB) to OUTFILE
+  compare.py hold ADDR PORT N HOST READYFILE
+                                     open N keep-alive connections, send one GET on each, read
+                                     the answer, then write READYFILE and hold them idle until
+                                     SIGTERM
+  compare.py report DIR OUT          read the TSVs compare.sh left in DIR (machine, settings,
+                                     help, notes, memory, rows); write compare.json, compare.md
+                                     and latency.svg to OUT; print the table
+"""
+
+import json
+import os
+import signal
+import socket
+import sys
+import time
+
+
+# ------------------------------------------------------------------ memory ---
+def children(pid):
+    """Direct children of pid, from /proc/PID/task/*/children."""
+    out = []
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return out
+    for t in tasks:
+        try:
+            with open(f"/proc/{pid}/task/{t}/children") as f:
+                out.extend(int(c) for c in f.read().split())
+        except OSError:
+            pass
+    return out
+
+
+def tree(pid):
+    seen, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        if p in seen:
+            continue
+        seen.append(p)
+        todo.extend(children(p))
+    return seen
+
+
+def status_kib(pid, key):
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith(key + ":"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def tree_kib(pid, key="VmRSS"):
+    return sum(status_kib(p, key) for p in tree(pid))
+
+
+def cmd_rss(pid, key="VmRSS"):
+    print(tree_kib(int(pid), key))
+
+
+def cmd_rss_peak(pid, outfile):
+    pid = int(pid)
+    peak = 0
+    stop = []
+    signal.signal(signal.SIGTERM, lambda *_: stop.append(1))
+    signal.signal(signal.SIGINT, lambda *_: stop.append(1))
+    while not stop:
+        peak = max(peak, tree_kib(pid))
+        time.sleep(0.05)
+    peak = max(peak, tree_kib(pid))
+    with open(outfile, "w") as f:
+        f.write(f"{peak}\n")
+
+
+# ------------------------------------------------------- idle connections ---
+def cmd_hold(addr, port, n, host, readyfile):
+    port, n = int(port), int(n)
+    stop = []
+    signal.signal(signal.SIGTERM, lambda *_: stop.append(1))
+    signal.signal(signal.SIGINT, lambda *_: stop.append(1))
+    req = f"GET / HTTP/1.1\r\nHost: {host}\r\n\r\n".encode()
+    socks, ok = [], 0
+    for _ in range(n):
+        s = socket.create_connection((addr, port), timeout=10)
+        socks.append(s)
+        try:
+            s.sendall(req)
+            buf = b""
+            while b"\r\n\r\n" not in buf:
+                chunk = s.recv(65536)
+                if not chunk:
+                    break
+                buf += chunk
+            head, _, body = buf.partition(b"\r\n\r\n")
+            length = 0
+            for line in head.split(b"\r\n")[1:]:
+                k, _, v = line.partition(b":")
+                if k.strip().lower() == b"content-length":
+                    length = int(v.strip())
+            while len(body) < length:
+                chunk = s.recv(65536)
+                if not chunk:
+                    break
+                body += chunk
+            if head.startswith(b"HTTP/1.1 200") and len(body) >= length:
+                ok += 1
+        except OSError:
+            pass
+    open_now = sum(1 for s in socks if s.fileno() >= 0)
+    with open(readyfile, "w") as f:
+        f.write(f"{open_now} {ok}\n")
+    while not stop:
+        time.sleep(0.1)
+    for s in socks:
+        s.close()
+
+
+# ------------------------------------------------------------------ report ---
+def oha_stats(path):
+    with open(path) as f:
+        j = json.load(f)
+    summ = j.get("summary", {}) or {}
+    lat = j.get("latencyPercentiles", {}) or {}
+    codes = j.get("statusCodeDistribution", {}) or {}
+    errs = j.get("errorDistribution", {}) or {}
+    ok = sum(v for k, v in codes.items() if str(k).startswith("2"))
+    responses = sum(codes.values())
+    # requests cut off by the -z deadline are not failures of the target
+    errors = sum(v for k, v in errs.items() if "deadline" not in k.lower())
+
+    def ms(k):
+        v = lat.get(k)
+        return None if v is None else v * 1000.0
+
+    return {
+        "rps": summ.get("requestsPerSec") or 0.0,
+        "p50_ms": ms("p50"),
+        "p90_ms": ms("p90"),
+        "p99_ms": ms("p99"),
+        "p99_9_ms": ms("p99.9"),
+        "success_pct": 100.0 * ok / (responses + errors) if responses + errors else 0.0,
+        "ok": ok,
+        "errors": errors,
+        "error_kinds": errs,
+        "mib_per_s": (summ.get("sizePerSec") or 0.0) / 1048576.0,
+    }
+
+
+def ratio(a, b):
+    return round(a / b, 3) if a and b else None
+
+
+def fmt_ratio(r):
+    return "n/a" if r is None else f"{r:.2f}"
+
+
+def fmt_ms(v):
+    return "n/a" if v is None else f"{v:.3f}"
+
+
+def fmt_mib(kib):
+    return "n/a" if not kib else f"{kib / 1024:.1f}"
+
+
+def read_tsv(path):
+    if not os.path.exists(path):
+        return []
+    with open(path) as f:
+        return [line.rstrip("\n").split("\t") for line in f if line.strip()]
+
+
+def kib(v):
+    try:
+        return int(v)
+    except (TypeError, ValueError):
+        return None
+
+
+def cmd_report(d, out):
+    meta = {
+        "out": out,
+        "machine": dict(read_tsv(os.path.join(d, "machine.tsv"))),
+        "settings": dict(read_tsv(os.path.join(d, "settings.tsv"))),
+        "scenario_help": dict(read_tsv(os.path.join(d, "help.tsv"))),
+        "notes": [line[0] for line in read_tsv(os.path.join(d, "notes.txt"))],
+        "memory": [{"name": m[0], "idle_kib": kib(m[1]), "conns_kib": kib(m[2]),
+                    "conns_held": m[3] or "n/a", "hwm_kib": kib(m[4])}
+                   for m in read_tsv(os.path.join(d, "memory.tsv"))],
+    }
+    rows = [{"scenario": r[0], "target": r[1], "label": r[2], "json": r[3],
+             "rss_kib": kib(r[4]), "reused": r[5] == "1"}
+            for r in read_tsv(os.path.join(d, "rows.tsv"))]
+    for r in rows:
+        r.update(oha_stats(r["json"]))
+        r["json"] = os.path.basename(r["json"])
+    scenarios = []
+    for r in rows:
+        if r["scenario"] not in scenarios:
+            scenarios.append(r["scenario"])
+    for s in scenarios:
+        rs = [r for r in rows if r["scenario"] == s]
+        direct = next((r["rps"] for r in rs if r["target"] == "direct"), None)
+        nginx = next((r["rps"] for r in rs if r["target"] == "nginx"), None)
+        for r in rs:
+            r["vs_direct"] = ratio(r["rps"], direct)
+            r["vs_nginx"] = ratio(r["rps"], nginx)
+
+    out = meta["out"]
+    result = {"meta": meta["machine"], "settings": meta["settings"], "notes": meta.get("notes", []),
+              "scenarios": meta.get("scenario_help", {}), "rows": rows,
+              "memory": meta.get("memory", [])}
+    with open(os.path.join(out, "compare.json"), "w") as f:
+        json.dump(result, f, indent=2)
+        f.write("\n")
+
+    header = ["target", "req/s", "p50 ms", "p99 ms", "success", "peak RSS MiB", "vs direct", "vs nginx"]
+
+    def cells(r):
+        rps = f"{r['rps']:,.0f}"
+        if r["scenario"].endswith("1mib"):
+            rps += f" ({r['mib_per_s']:,.0f} MiB/s)"
+        return [r["label"] + (" *" if r.get("reused") else ""), rps, fmt_ms(r["p50_ms"]),
+                fmt_ms(r["p99_ms"]), f"{r['success_pct']:.2f}%", fmt_mib(r.get("rss_kib")),
+                fmt_ratio(r["vs_direct"]), fmt_ratio(r["vs_nginx"])]
+
+    # terminal
+    lines = []
+    for k, v in meta["machine"].items():
+        lines.append(f"{k}: {v}")
+    lines.append("settings: " + ", ".join(f"{k}={v}" for k, v in meta["settings"].items()))
+    for s in scenarios:
+        table = [header] + [cells(r) for r in rows if r["scenario"] == s]
+        widths = [max(len(row[i]) for row in table) for i in range(len(header))]
+        lines.append("")
+        lines.append(f"== {s}: {meta.get('scenario_help', {}).get(s, '')}")
+        for row in table:
+            lines.append("  ".join(c.ljust(w) if i == 0 else c.rjust(w)
+                                   for i, (c, w) in enumerate(zip(row, widths))))
+    if meta.get("memory"):
+        lines.append("")
+        lines.append("== memory (RSS of the process tree, MiB)")
+        mh = ["process", "idle after start", f"{meta['settings'].get('idle_conns')} idle conns", "conns held", "peak (VmHWM sum)"]
+        table = [mh] + [[m["name"], fmt_mib(m.get("idle_kib")), fmt_mib(m.get("conns_kib")),
+                         str(m.get("conns_held", "n/a")), fmt_mib(m.get("hwm_kib"))] for m in meta["memory"]]
+        widths = [max(len(row[i]) for row in table) for i in range(len(mh))]
+        for row in table:
+            lines.append("  ".join(c.ljust(w) if i == 0 else c.rjust(w)
+                                   for i, (c, w) in enumerate(zip(row, widths))))
+    if any(r.get("reused") for r in rows):
+        lines.append("")
+        lines.append("* same oha run as the row of the same target in another scenario (not re-measured)")
+    for n in meta.get("notes", []):
+        lines.append("note: " + n)
+    print("\n".join(lines))
+
+    # markdown
+    md = ["# rouse vs nginx vs haproxy vs systemd-socket-proxyd", ""]
+    md += [f"- {k}: {v}" for k, v in meta["machine"].items()]
+    md.append("- settings: " + ", ".join(f"{k}={v}" for k, v in meta["settings"].items()))
+    for s in scenarios:
+        md += ["", f"## {s}", "", meta.get("scenario_help", {}).get(s, ""), ""]
+        md.append("| " + " | ".join(header) + " |")
+        md.append("|---|" + "--:|" * (len(header) - 1))
+        for r in rows:
+            if r["scenario"] == s:
+                md.append("| " + " | ".join(cells(r)) + " |")
+    if meta.get("memory"):
+        md += ["", "## memory", "",
+               "RSS summed over the process tree (nginx: master + workers). Idle: right after start "
+               "and one request. Idle conns: that many client connections that each made one "
+               "keep-alive request and then stay open, idle. Peak: VmHWM summed at the end of the run.",
+               "", "| process | idle MiB | with idle conns MiB | conns held | peak MiB |", "|---|--:|--:|--:|--:|"]
+        for m in meta["memory"]:
+            md.append(f"| {m['name']} | {fmt_mib(m.get('idle_kib'))} | {fmt_mib(m.get('conns_kib'))} | "
+                      f"{m.get('conns_held', 'n/a')} | {fmt_mib(m.get('hwm_kib'))} |")
+    md += ["", "req/s ratios are against the `direct` and `nginx` rows of the same scenario. "
+           "success = 2xx / (responses + errors); requests cut off by the -z deadline are not counted. "
+           "peak RSS: VmRSS of the target's process tree sampled every 50 ms during that row's run.",
+           "Rows marked * reuse the oha run of the same target and flags from another scenario."]
+    md += [f"- note: {n}" for n in meta.get("notes", [])]
+    md += ["", "Raw oha output: `compare-<scenario>-<target>.json` next to this file; chart: `latency.svg`."]
+    with open(os.path.join(out, "compare.md"), "w") as f:
+        f.write("\n".join(md) + "\n")
+
+    ka = [r for r in rows if r["scenario"] == "keepalive"]
+    svg_path = os.path.join(out, "latency.svg")
+    if ka:
+        with open(svg_path, "w") as f:
+            f.write(svg_chart(ka, meta))
+    elif os.path.exists(svg_path):
+        os.remove(svg_path)
+    print()
+    print(f"written: {out}/compare.json, {out}/compare.md" + (f", {svg_path}" if ka else ""))
+
+
+def esc(s):
+    return str(s).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def svg_chart(rows, meta):
+    """Grouped bars: one group per percentile, one bar per target, hand-written SVG."""
+    pcts = [("p50", "p50_ms"), ("p90", "p90_ms"), ("p99", "p99_ms"), ("p99.9", "p99_9_ms")]
+    colors = ["#4e79a7", "#e15759", "#59a14f", "#f28e2b", "#b07aa1", "#76b7b2", "#9c755f"]
+    W, H = 860, 440
+    left, right, top, bottom = 70, 200, 50, 60
+    pw, ph = W - left - right, H - top - bottom
+    vmax = max((r[k] or 0) for r in rows for _, k in pcts) or 1.0
+    # a "nice" axis maximum
+    mag = 10 ** len(str(int(vmax))) / 10 if vmax >= 1 else 0.1
+    while mag * 10 < vmax:
+        mag *= 10
+    step = next(s * mag for s in (0.1, 0.2, 0.25, 0.5, 1, 2, 2.5, 5, 10) if s * mag * 5 >= vmax)
+    ymax = step * 5
+    while ymax < vmax:
+        ymax += step
+    o = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" viewBox="0 0 {W} {H}" '
+         'font-family="sans-serif" font-size="12">',
+         f'<rect width="{W}" height="{H}" fill="white"/>',
+         f'<text x="{left}" y="22" font-size="15" font-weight="bold">Latency percentiles, warm keep-alive '
+         f'(oha -c 64 -z {esc(meta["settings"].get("DURATION"))})</text>',
+         f'<text x="{left}" y="38" fill="#555">{esc(meta["machine"].get("machine", ""))}</text>']
+    y = 0.0
+    while y <= ymax + 1e-9:
+        py = top + ph - ph * y / ymax
+        o.append(f'<line x1="{left}" y1="{py:.1f}" x2="{left + pw}" y2="{py:.1f}" stroke="#ddd"/>')
+        o.append(f'<text x="{left - 6}" y="{py + 4:.1f}" text-anchor="end">{y:g}</text>')
+        y += step
+    o.append(f'<text transform="translate(18,{top + ph / 2}) rotate(-90)" text-anchor="middle">ms</text>')
+    gw = pw / len(pcts)
+    bw = min(40.0, gw * 0.8 / len(rows))
+    for gi, (name, key) in enumerate(pcts):
+        gx = left + gi * gw + (gw - bw * len(rows)) / 2
+        for ri, r in enumerate(rows):
+            v = r[key] or 0.0
+            h = ph * v / ymax
+            x = gx + ri * bw
+            o.append(f'<rect x="{x:.1f}" y="{top + ph - h:.1f}" width="{bw - 2:.1f}" height="{h:.1f}" '
+                     f'fill="{colors[ri % len(colors)]}"><title>{esc(r["label"])} {name}: {v:.3f} ms</title></rect>')
+            o.append(f'<text x="{x + (bw - 2) / 2:.1f}" y="{top + ph - h - 3:.1f}" text-anchor="middle" '
+                     f'font-size="9">{v:.2f}</text>')
+        o.append(f'<text x="{left + gi * gw + gw / 2:.1f}" y="{top + ph + 18}" text-anchor="middle" '
+                 f'font-size="13">{name}</text>')
+    o.append(f'<line x1="{left}" y1="{top + ph}" x2="{left + pw}" y2="{top + ph}" stroke="#333"/>')
+    for ri, r in enumerate(rows):
+        ly = top + 10 + ri * 20
+        o.append(f'<rect x="{left + pw + 20}" y="{ly - 10}" width="12" height="12" fill="{colors[ri % len(colors)]}"/>')
+        o.append(f'<text x="{left + pw + 38}" y="{ly}">{esc(r["label"])}</text>')
+    o.append(f'<text x="{left}" y="{H - 15}" fill="#555">req/s: ' +
+             esc(", ".join(f'{r["label"]} {r["rps"]:,.0f}' for r in rows)) + '</text>')
+    o.append("</svg>")
+    return "\n".join(o) + "\n"
+
+
+def main():
+    cmds = {"rss": cmd_rss, "rss-peak": cmd_rss_peak, "hold": cmd_hold, "report": cmd_report}
+    if len(sys.argv) < 2 or sys.argv[1] not in cmds:
+        sys.stderr.write(__doc__)
+        sys.exit(2)
+    cmds[sys.argv[1]](*sys.argv[2:])
+
+
+if __name__ == "__main__":
+    main()
