@@ -92,13 +92,6 @@ impl Activity {
 #[derive(Debug)]
 pub struct ActivityGuard(Arc<Activity>);
 
-impl ActivityGuard {
-    /// The activity this guard counts in.
-    pub fn activity(&self) -> &Arc<Activity> {
-        &self.0
-    }
-}
-
 impl Drop for ActivityGuard {
     fn drop(&mut self) {
         self.0.leave();

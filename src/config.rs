@@ -384,13 +384,6 @@ impl Config {
     pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
         raw::parse(path, text)
     }
-
-    /// Whether any route has a backend that rouse starts and stops.
-    pub fn has_managed_backends(&self) -> bool {
-        self.routes
-            .iter()
-            .any(|r| !matches!(r.backend, BackendConfig::None))
-    }
 }
 
 /// Turns a byte offset of `text` into a 1-based line and column (columns count characters).

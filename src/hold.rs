@@ -23,11 +23,6 @@ impl Gate {
         Gate { shared }
     }
 
-    /// The route's current state.
-    pub fn state(&self) -> State {
-        self.shared.state.borrow().state.clone()
-    }
-
     /// Starts the backend if it is stopped, without waiting: for a client that is about to send
     /// a request (its TLS handshake names this route), so the start overlaps the handshake.
     pub fn prewarm(&self) {

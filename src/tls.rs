@@ -54,8 +54,6 @@ const ALERT_HANDSHAKE_FAILURE: u8 = 40;
 pub struct Handshake {
     /// The server name the client asked for (SNI), normalised.
     pub sni: Option<String>,
-    /// Whether ALPN chose HTTP/2.
-    pub h2: bool,
     /// The slot whose certificate the handshake used.
     cert: SlotId,
     /// The default slot of the listener the handshake was made on.
@@ -297,16 +295,7 @@ impl Tls {
             .into_stream(self.slots[cert].config())
             .await
             .map_err(TlsError::Handshake)?;
-        let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
-        Ok((
-            stream,
-            Handshake {
-                sni,
-                h2,
-                cert,
-                default,
-            },
-        ))
+        Ok((stream, Handshake { sni, cert, default }))
     }
 
     /// Whether a request for `host` may be served on a connection that made `handshake`: only

@@ -41,28 +41,43 @@ fn systemd_route(
     )
 }
 
-#[tokio::test]
-async fn first_request_starts_a_stopped_unit_and_idle_stops_it() {
-    let Some(sd) = SystemdSandbox::start("cold") else {
-        return;
-    };
+/// `web.service` (stopped, serving a body on `port`) in a sandbox, with rouse in front of it as
+/// route "web" (host `web.test`). Fields drop in order: rouse stops before its sandbox goes.
+struct WebUnit {
+    rouse: Rouse,
+    port: u16,
+    _sb: Sandbox,
+    sd: SystemdSandbox,
+}
+
+/// Sets up a [`WebUnit`] with `extra` route keys; `None` when the sandbox cannot run here.
+fn web_unit_behind_rouse(tag: &str, body: &str, extra: &str) -> Option<WebUnit> {
+    let sd = SystemdSandbox::start(tag)?;
     let port = free_port();
-    sd.write_unit("web.service", &static_unit(port, "hi"));
+    sd.write_unit("web.service", &static_unit(port, body));
     sd.daemon_reload();
     assert_eq!(sd.is_active("web.service"), "inactive");
-
     let sb = Sandbox::new();
     let rouse = Rouse::serve(
         &sb,
-        &systemd_route(
-            &sd,
-            "web",
-            port,
-            "web.service",
-            &[],
-            "idle_timeout = \"1s\"",
-        ),
+        &systemd_route(&sd, "web", port, "web.service", &[], extra),
     );
+    Some(WebUnit {
+        rouse,
+        port,
+        _sb: sb,
+        sd,
+    })
+}
+
+#[tokio::test]
+async fn first_request_starts_a_stopped_unit_and_idle_stops_it() {
+    let Some(unit) = web_unit_behind_rouse("cold", "hi", "idle_timeout = \"1s\"") else {
+        return;
+    };
+    let WebUnit {
+        rouse, port, sd, ..
+    } = &unit;
     let started = Instant::now();
     let resp = get(rouse.addr(), "web.test").await;
     let first = started.elapsed();
@@ -161,25 +176,10 @@ async fn a_unit_that_does_not_exist_answers_502_naming_it_as_not_found() {
 
 #[tokio::test]
 async fn a_unit_stopped_by_hand_is_noticed_and_started_again_by_the_next_request() {
-    let Some(sd) = SystemdSandbox::start("byhand") else {
+    let Some(unit) = web_unit_behind_rouse("byhand", "again", "idle_timeout = \"1m\"") else {
         return;
     };
-    let port = free_port();
-    sd.write_unit("web.service", &static_unit(port, "again"));
-    sd.daemon_reload();
-
-    let sb = Sandbox::new();
-    let rouse = Rouse::serve(
-        &sb,
-        &systemd_route(
-            &sd,
-            "web",
-            port,
-            "web.service",
-            &[],
-            "idle_timeout = \"1m\"",
-        ),
-    );
+    let WebUnit { rouse, sd, .. } = &unit;
     assert_eq!(get(rouse.addr(), "web.test").await.status, 200);
 
     let out = sd.systemctl(&["stop", "web.service"]);
@@ -339,25 +339,10 @@ async fn a_start_given_up_at_start_timeout_leaves_no_unit_running() {
 
 #[tokio::test]
 async fn a_restart_of_dbus_does_not_end_a_running_backend() {
-    let Some(sd) = SystemdSandbox::start("dbus") else {
+    let Some(unit) = web_unit_behind_rouse("dbus", "still here", "idle_timeout = \"2s\"") else {
         return;
     };
-    let port = free_port();
-    sd.write_unit("web.service", &static_unit(port, "still here"));
-    sd.daemon_reload();
-
-    let sb = Sandbox::new();
-    let rouse = Rouse::serve(
-        &sb,
-        &systemd_route(
-            &sd,
-            "web",
-            port,
-            "web.service",
-            &[],
-            "idle_timeout = \"2s\"",
-        ),
-    );
+    let WebUnit { rouse, sd, .. } = &unit;
     assert_eq!(get(rouse.addr(), "web.test").await.status, 200);
 
     let out = sd.systemctl(&["restart", "dbus.service"]);
