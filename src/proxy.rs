@@ -5,6 +5,7 @@
 //! to name: [`Upstream`] (where a ready route forwards to) and [`Body`] (proxied or synthetic).
 
 pub mod http;
+mod pool;
 pub mod tcp;
 
 use std::cell::Cell;
@@ -24,6 +25,7 @@ use tokio::net::TcpStream;
 
 use crate::activity::ActivityGuard;
 use crate::config::UpstreamProtocol;
+use pool::Reuse;
 
 /// Idle pooled upstream connections are closed after this.
 const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
@@ -50,7 +52,16 @@ pub struct Upstream {
     addr: SocketAddr,
     authority: ::http::uri::Authority,
     protocol: UpstreamProtocol,
-    pools: Box<[Client<FixedConnector, Body>]>,
+    pools: Pools,
+}
+
+/// One pool per worker thread.
+#[derive(Debug)]
+enum Pools {
+    /// HTTP/1.1: connections used one request at a time.
+    Http1(Box<[pool::Pool]>),
+    /// h2c and h2: multiplexed connections.
+    Multiplexed(Box<[Client<FixedConnector, Body>]>),
 }
 
 impl Upstream {
@@ -62,20 +73,32 @@ impl Upstream {
         protocol: UpstreamProtocol,
         tls: Option<Arc<rustls::ClientConfig>>,
     ) -> Upstream {
-        let connector = FixedConnector {
-            addr,
-            tls: tls.map(tokio_rustls::TlsConnector::from),
+        let workers = workers.max(1);
+        let pools = match protocol {
+            UpstreamProtocol::Http1 => Pools::Http1(
+                (0..workers)
+                    .map(|_| pool::Pool::new(addr, POOL_IDLE_TIMEOUT, CONNECT_TIMEOUT))
+                    .collect(),
+            ),
+            UpstreamProtocol::H2c | UpstreamProtocol::H2 => {
+                let connector = FixedConnector {
+                    addr,
+                    tls: tls.map(tokio_rustls::TlsConnector::from),
+                };
+                Pools::Multiplexed(
+                    (0..workers)
+                        .map(|_| {
+                            Client::builder(TokioExecutor::new())
+                                .pool_idle_timeout(POOL_IDLE_TIMEOUT)
+                                .pool_timer(TokioTimer::new())
+                                .timer(TokioTimer::new())
+                                .http2_only(true)
+                                .build(connector.clone())
+                        })
+                        .collect(),
+                )
+            }
         };
-        let pools = (0..workers.max(1))
-            .map(|_| {
-                Client::builder(TokioExecutor::new())
-                    .pool_idle_timeout(POOL_IDLE_TIMEOUT)
-                    .pool_timer(TokioTimer::new())
-                    .timer(TokioTimer::new())
-                    .http2_only(protocol != UpstreamProtocol::Http1)
-                    .build(connector.clone())
-            })
-            .collect();
         Upstream {
             addr,
             authority: addr
@@ -87,9 +110,26 @@ impl Upstream {
         }
     }
 
-    /// The calling worker's pool.
-    fn client(&self) -> &Client<FixedConnector, Body> {
-        &self.pools[WORKER_ID.with(Cell::get) % self.pools.len()]
+    /// Sends `req` over one of the calling worker's connections; `upgrade` asks for a
+    /// connection of its own that can become a tunnel. The [`Reuse`] returns an HTTP/1.1
+    /// connection to its pool once the response body has ended.
+    async fn send(
+        &self,
+        req: ::http::Request<Body>,
+        upgrade: bool,
+    ) -> Result<(::http::Response<Incoming>, Option<Reuse>), String> {
+        let worker = WORKER_ID.with(Cell::get);
+        match &self.pools {
+            Pools::Http1(pools) => pools[worker % pools.len()]
+                .send(req, upgrade)
+                .await
+                .map_err(|e| e.to_string()),
+            Pools::Multiplexed(clients) => clients[worker % clients.len()]
+                .request(req)
+                .await
+                .map(|resp| (resp, None))
+                .map_err(|e| http::error_chain(&e)),
+        }
     }
 
     /// The address requests are forwarded to.
@@ -307,6 +347,8 @@ enum Kind {
     Upstream {
         body: Incoming,
         _in_flight: Option<InFlight>,
+        /// The pooled connection the body arrives on, released when the body has ended.
+        reuse: Option<Reuse>,
     },
 }
 
@@ -325,13 +367,33 @@ impl Body {
         }
     }
 
-    /// An upstream's body, streamed; `in_flight` is released when it ends or is dropped.
-    pub fn upstream(body: Incoming, in_flight: Option<InFlight>) -> Body {
+    /// An upstream's body, streamed; `in_flight` is released when it ends or is dropped, and
+    /// `reuse` goes back to its pool if the body has been read to its end.
+    pub(crate) fn upstream(
+        body: Incoming,
+        in_flight: Option<InFlight>,
+        reuse: Option<Reuse>,
+    ) -> Body {
         Body {
             kind: Kind::Upstream {
                 body,
                 _in_flight: in_flight,
+                reuse,
             },
+        }
+    }
+}
+
+impl Drop for Body {
+    fn drop(&mut self) {
+        use http_body::Body as _;
+        // A body that ended without a final poll (hyper stops at `is_end_stream`) still frees
+        // its connection; one dropped halfway does not, and hyper closes that connection.
+        if let Kind::Upstream { body, reuse, .. } = &mut self.kind
+            && body.is_end_stream()
+            && let Some(reuse) = reuse.take()
+        {
+            reuse.release();
         }
     }
 }
@@ -346,7 +408,15 @@ impl http_body::Body for Body {
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         match &mut self.get_mut().kind {
             Kind::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
-            Kind::Upstream { body, .. } => Pin::new(body).poll_frame(cx),
+            Kind::Upstream { body, reuse, .. } => {
+                let frame = Pin::new(&mut *body).poll_frame(cx);
+                if matches!(frame, Poll::Ready(None)) || body.is_end_stream() {
+                    if let Some(reuse) = reuse.take() {
+                        reuse.release();
+                    }
+                }
+                frame
+            }
         }
     }
 

@@ -318,3 +318,169 @@ async fn open_upgraded_connection_keeps_the_backend_running() {
         "backend still running 5s after the upgraded connection closed"
     );
 }
+
+#[tokio::test]
+async fn upstream_connections_are_pooled_across_client_connections() {
+    let sb = Sandbox::new();
+    let backend = EchoBackend::start().await;
+    // One worker, so that every client connection draws on the same pool.
+    let config = format!(
+        "[proxy]\nworkers = 1\n\n{}",
+        none_route("pool", &["pool.test"], backend.addr)
+    );
+    let rouse = Rouse::serve(&sb, &config);
+
+    for i in 0..20 {
+        let resp = send(
+            rouse.addr(),
+            &format!("GET /{i} HTTP/1.1\r\nHost: pool.test\r\nConnection: close\r\n\r\n"),
+        )
+        .await;
+        assert_eq!(resp.status, 200, "request {i}: {resp:?}");
+        assert!(resp.body.starts_with(&format!("GET /{i} HTTP/1.1\r\n")));
+    }
+    let opened = backend
+        .connections
+        .load(std::sync::atomic::Ordering::SeqCst);
+    assert_eq!(
+        opened, 1,
+        "20 sequential requests from 20 client connections should share one upstream connection"
+    );
+}
+
+/// A backend that answers each request on a keep-alive connection (HTTP/1.1, no
+/// `Connection: close`) and then closes that connection anyway. Returns its address and the
+/// number of connections it accepted.
+async fn closing_backend() -> (
+    std::net::SocketAddr,
+    std::sync::Arc<std::sync::atomic::AtomicUsize>,
+) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let count = accepted.clone();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            tokio::spawn(async move {
+                let mut stream = tokio::io::BufReader::new(stream);
+                if read_head(&mut stream).await.unwrap_or_default().is_empty() {
+                    return;
+                }
+                let _ = stream
+                    .get_mut()
+                    .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nok\n")
+                    .await;
+                // Dropped here: closed without notice.
+            });
+        }
+    });
+    (addr, accepted)
+}
+
+#[tokio::test]
+async fn an_upstream_that_closes_pooled_connections_costs_no_errors() {
+    let sb = Sandbox::new();
+    let (addr, accepted) = closing_backend().await;
+    let config = format!(
+        "[proxy]\nworkers = 1\n\n{}",
+        none_route("closing", &["closing.test"], addr)
+    );
+    let rouse = Rouse::serve(&sb, &config);
+
+    // Back to back on one client connection: the next request often reaches rouse before it has
+    // seen the upstream's close, and must then go out on a new connection.
+    let mut conn = Conn::connect(rouse.addr()).await.unwrap();
+    for i in 0..50 {
+        conn.send("GET / HTTP/1.1\r\nHost: closing.test\r\n\r\n")
+            .await
+            .unwrap();
+        let resp = conn.read_response().await.unwrap();
+        assert_eq!(resp.status, 200, "request {i}: {resp:?}\n{}", rouse.log());
+        assert_eq!(resp.body, "ok\n");
+    }
+    assert_eq!(
+        accepted.load(std::sync::atomic::Ordering::SeqCst),
+        50,
+        "one upstream connection per request, since the upstream closes each"
+    );
+}
+
+/// A backend that keeps connections alive but, on the second request of a connection, closes it
+/// without answering: what a request meets when it arrives just as the upstream's keep-alive
+/// timeout closes the connection. Returns its address and the requests it answered.
+async fn second_request_closing_backend() -> (
+    std::net::SocketAddr,
+    std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let answered = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let log = answered.clone();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let log = log.clone();
+            tokio::spawn(async move {
+                let mut stream = tokio::io::BufReader::new(stream);
+                let head = read_head(&mut stream).await.unwrap_or_default();
+                let Some(line) = head.lines().next() else {
+                    return;
+                };
+                log.lock().unwrap().push(line.to_owned());
+                let _ = stream
+                    .get_mut()
+                    .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nok\n")
+                    .await;
+                // The next request is read and dropped with the connection.
+                let _ = read_head(&mut stream).await;
+            });
+        }
+    });
+    (addr, answered)
+}
+
+#[tokio::test]
+async fn a_safe_request_on_a_connection_closed_under_it_is_sent_again() {
+    let sb = Sandbox::new();
+    let (addr, answered) = second_request_closing_backend().await;
+    let config = format!(
+        "[proxy]\nworkers = 1\n\n{}",
+        none_route("late", &["late.test"], addr)
+    );
+    let rouse = Rouse::serve(&sb, &config);
+
+    let first = send(
+        rouse.addr(),
+        "GET /first HTTP/1.1\r\nHost: late.test\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(first.status, 200, "{first:?}");
+    // Idle long enough that rouse keeps a copy of the next safe request.
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let again = send(
+        rouse.addr(),
+        "GET /again HTTP/1.1\r\nHost: late.test\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(again.status, 200, "{again:?}\n{}", rouse.log());
+    assert_eq!(again.body, "ok\n");
+    assert_eq!(
+        *answered.lock().unwrap(),
+        ["GET /first HTTP/1.1", "GET /again HTTP/1.1"],
+        "the second request was answered on a new connection"
+    );
+
+    // A POST is not repeated: the upstream may have acted on it. It gets a 502.
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let post = send(
+        rouse.addr(),
+        "POST /pay HTTP/1.1\r\nHost: late.test\r\nContent-Length: 2\r\nConnection: close\r\n\r\nhi",
+    )
+    .await;
+    assert_eq!(post.status, 502, "{post:?}");
+    assert_eq!(
+        answered.lock().unwrap().len(),
+        2,
+        "the POST was not sent again"
+    );
+}

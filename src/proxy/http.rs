@@ -66,16 +66,16 @@ pub async fn forward(
             as_http1_upgrade(&mut parts);
             Request::from_parts(parts, Body::empty())
         }
-        None => req.map(|body| Body::upstream(body, None)),
+        None => req.map(|body| Body::upstream(body, None, None)),
     };
 
-    let mut resp = match upstream.client().request(req).await {
-        Ok(resp) => resp,
-        Err(e) => {
+    let (mut resp, reuse) = match upstream.send(req, client_upgrade.is_some()).await {
+        Ok(sent) => sent,
+        Err(cause) => {
             let err = Error::Upstream {
                 route: cx.route.clone(),
                 upstream: upstream.addr,
-                cause: error_chain(&e),
+                cause,
             };
             warn!(route = %cx.route, error = %err, "upstream request failed");
             return err.to_response();
@@ -121,7 +121,7 @@ pub async fn forward(
     let (mut parts, body) = resp.into_parts();
     strip_hop_by_hop(&mut parts.headers);
     parts.headers.remove(header::UPGRADE);
-    Response::from_parts(parts, Body::upstream(body, Some(in_flight)))
+    Response::from_parts(parts, Body::upstream(body, Some(in_flight), reuse))
 }
 
 /// The protocol an HTTP/1.1 client asks to upgrade to, if it does.
@@ -221,15 +221,21 @@ pub fn rewrite_request<B>(
         }),
         UpstreamProtocol::Http1 => None,
     };
-    let mut parts = http::uri::Parts::default();
-    parts.scheme = Some(if upstream.protocol == UpstreamProtocol::H2 {
-        http::uri::Scheme::HTTPS
-    } else {
-        http::uri::Scheme::HTTP
-    });
-    parts.authority = Some(site.unwrap_or_else(|| upstream.authority.clone()));
-    parts.path_and_query = Some(path);
-    *req.uri_mut() = Uri::from_parts(parts).expect("scheme, authority and path make a URI");
+    *req.uri_mut() = match upstream.protocol {
+        // HTTP/1.1 upstreams get the origin form; the site is in Host.
+        UpstreamProtocol::Http1 => Uri::from(path),
+        UpstreamProtocol::H2c | UpstreamProtocol::H2 => {
+            let mut parts = http::uri::Parts::default();
+            parts.scheme = Some(if upstream.protocol == UpstreamProtocol::H2 {
+                http::uri::Scheme::HTTPS
+            } else {
+                http::uri::Scheme::HTTP
+            });
+            parts.authority = Some(site.unwrap_or_else(|| upstream.authority.clone()));
+            parts.path_and_query = Some(path);
+            Uri::from_parts(parts).expect("scheme, authority and path make a URI")
+        }
+    };
     *req.version_mut() = match upstream.protocol {
         UpstreamProtocol::Http1 => Version::HTTP_11,
         UpstreamProtocol::H2c | UpstreamProtocol::H2 => Version::HTTP_2,
@@ -300,7 +306,7 @@ fn strip_connection_named(headers: &mut HeaderMap) {
 }
 
 /// An error and its sources on one line.
-fn error_chain(err: &dyn std::error::Error) -> String {
+pub(super) fn error_chain(err: &dyn std::error::Error) -> String {
     let mut text = err.to_string();
     let mut source = err.source();
     while let Some(e) = source {
@@ -351,7 +357,7 @@ mod tests {
                 .body(())
                 .unwrap(),
         );
-        assert_eq!(req.uri().to_string(), "http://127.0.0.1:9101/a?b=c");
+        assert_eq!(req.uri().to_string(), "/a?b=c");
         assert_eq!(req.headers()["host"], "evil.example:6666");
     }
 
