@@ -9,8 +9,13 @@
                                      the answer, then write READYFILE and hold them idle until
                                      SIGTERM
   compare.py report DIR OUT          read the TSVs compare.sh left in DIR (machine, settings,
-                                     help, notes, memory, rows); write compare.json, compare.md
-                                     and latency.svg to OUT; print the table
+                                     help, notes, memory, rows; for the cold scenario cold-exec
+                                     and cold-podman, key<TAB>value from benches/load.sh cold and
+                                     benches/cold-backends.sh; cold-burst-rouse and -alone: run,
+                                     oha JSON, listen overflows; cold-burst-starts: run, "backend
+                                     ready" and "backend starting" log lines); write
+                                     compare.json, compare.md and latency.svg to OUT; print the
+                                     tables
 """
 
 import json
@@ -153,6 +158,8 @@ def oha_stats(path):
         "errors": errors,
         "error_kinds": errs,
         "mib_per_s": (summ.get("sizePerSec") or 0.0) / 1048576.0,
+        "slowest_ms": None if summ.get("slowest") is None else summ["slowest"] * 1000.0,
+        "status_200": codes.get("200", 0),
     }
 
 
@@ -186,6 +193,155 @@ def kib(v):
         return None
 
 
+# -------------------------------------------------------------- cold start ---
+# The project's target: the first response through rouse on a stopped route comes at most this
+# much after the backend's own start-to-ready time.
+COLD_BUDGET_MS = {"exec": 5.0, "podman": 10.0}
+
+
+def read_kv(path):
+    return {r[0]: (r[1] if len(r) > 1 else "") for r in read_tsv(path) if r[0] != "problem"}
+
+
+def num(v):
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        return None
+
+
+def nums(v):
+    return [x for x in (num(t) for t in (v or "").split()) if x is not None]
+
+
+def median(xs):
+    xs = sorted(x for x in xs if x is not None)
+    if not xs:
+        return None
+    n = len(xs)
+    return xs[n // 2] if n % 2 else (xs[n // 2 - 1] + xs[n // 2]) / 2
+
+
+def cold_row(kind, label, reference, runs, alone, via, alone_runs, via_runs, **extra):
+    budget = COLD_BUDGET_MS[kind]
+    over = None if alone is None or via is None else via - alone
+    row = {"kind": kind, "backend": label, "reference": reference, "runs": runs,
+           "alone_ms": alone, "rouse_ms": via, "overhead_ms": over, "budget_ms": budget,
+           "target_ms": None if alone is None else alone + budget,
+           "met": None if over is None else over <= budget,
+           "alone_runs_ms": alone_runs, "rouse_runs_ms": via_runs}
+    row.update(extra)
+    return row
+
+
+def cold_results(d, settings):
+    """The cold scenario's figures, or None when it did not run."""
+    ex = read_kv(os.path.join(d, "cold-exec.tsv"))
+    pm = read_kv(os.path.join(d, "cold-podman.tsv"))
+    burst_rows = read_tsv(os.path.join(d, "cold-burst-rouse.tsv"))
+    alone_rows = read_tsv(os.path.join(d, "cold-burst-alone.tsv"))
+    starts = {int(r[0]): (int(r[1]), int(r[2])) for r in read_tsv(os.path.join(d, "cold-burst-starts.tsv"))}
+    if not (ex or pm or burst_rows or alone_rows) and "ITER" not in settings:
+        return None
+    cold = {"start": [], "burst": None}
+    if ex:
+        cold["start"].append(cold_row(
+            "exec", "exec: $ROUSE static --body hello",
+            "the same command alone: spawn to first 200 (benches/load.sh cold)",
+            int(num(ex.get("iterations")) or 0), num(ex.get("alone_ms")), num(ex.get("rouse_ms")),
+            nums(ex.get("alone_runs_ms")), nums(ex.get("rouse_runs_ms")),
+            warm_ms=num(ex.get("warm_ms")), logged_ready_ms=num(ex.get("logged_ready_ms"))))
+    if pm:
+        cold["start"].append(cold_row(
+            "podman", "podman: busybox httpd container",
+            "libpod API start (the call rouse makes) until it answers 200 (benches/cold-backends.sh)",
+            int(num(pm.get("podman_iterations")) or 0), num(pm.get("podman_api_ms")),
+            num(pm.get("podman_rouse_ms")), nums(pm.get("podman_api_runs_ms")),
+            nums(pm.get("podman_rouse_runs_ms")),
+            cli_ms=num(pm.get("podman_cli_ms")), cli_runs_ms=nums(pm.get("podman_cli_runs_ms"))))
+    n = int(num(settings.get("BURST")) or 0)
+
+    def burst_runs(rows_):
+        runs = []
+        for r in rows_:
+            st = oha_stats(r[1])
+            run = int(r[0])
+            runs.append({"run": run, "json": os.path.basename(r[1]), "requests": n,
+                         "p50_ms": st["p50_ms"], "p99_ms": st["p99_ms"], "slowest_ms": st["slowest_ms"],
+                         "got_200": st["status_200"], "errors": st["errors"],
+                         "error_kinds": st["error_kinds"], "listen_overflows": int(r[2] or 0)})
+        return runs
+
+    def summary(runs):
+        return {"count": len(runs),
+                "p50_ms": median(x["p50_ms"] for x in runs),
+                "p99_ms": median(x["p99_ms"] for x in runs),
+                "slowest_ms": median(x["slowest_ms"] for x in runs),
+                "got_200_min": min((x["got_200"] for x in runs), default=0),
+                "all_200": bool(runs) and all(x["got_200"] == n and not x["errors"] for x in runs),
+                "listen_overflows": sum(x["listen_overflows"] for x in runs)}
+
+    if burst_rows or alone_rows:
+        runs = burst_runs(burst_rows)
+        for x in runs:
+            x["backend_ready"], x["backend_starting"] = starts.get(x["run"], (None, None))
+        alone = burst_runs(alone_rows)
+        b = {"requests": n, "iterations": int(num(settings.get("ITER")) or 0), "runs": runs,
+             "alone_runs": alone}
+        b.update(summary(runs))
+        b["one_start_per_run"] = bool(runs) and all(
+            x["backend_ready"] == 1 and x["backend_starting"] == 1 for x in runs)
+        b["met"] = b["all_200"] and b["one_start_per_run"] and b["count"] == b["iterations"]
+        b["alone"] = summary(alone)
+        cold["burst"] = b
+    return cold
+
+
+def fmt_signed(v):
+    return "n/a" if v is None else f"{v:+.2f}"
+
+
+def fmt_met(v):
+    return "n/a" if v is None else ("yes" if v else "NO")
+
+
+def cold_tables(cold):
+    """(key, title, header, rows) for the start-time table and the burst table."""
+    out = []
+    if cold["start"]:
+        header = ["backend", "runs", "alone ms", "via rouse ms", "overhead ms", "target", "met"]
+        rows = []
+        for c in cold["start"]:
+            rows.append([c["backend"], str(c["runs"]), fmt_ms(c["alone_ms"]), fmt_ms(c["rouse_ms"]),
+                         fmt_signed(c["overhead_ms"]),
+                         f"<= alone + {c['budget_ms']:g} ms ({fmt_ms(c['target_ms'])})", fmt_met(c["met"])])
+            if c.get("cli_ms") is not None:
+                over = None if c["rouse_ms"] is None else c["rouse_ms"] - c["cli_ms"]
+                rows.append(["  (`podman start` CLI instead, reference)", str(c["runs"]), fmt_ms(c["cli_ms"]),
+                             fmt_ms(c["rouse_ms"]), fmt_signed(over), "", ""])
+        out.append(("cold", "cold start: first 200 on a stopped route", header, rows))
+    b = cold["burst"]
+    if b:
+        header = ["", "runs", "p50 ms", "p99 ms", "slowest ms", "got 200", "backend starts", "listen overflows", "met"]
+
+        def got(x):
+            if not x["count"]:
+                return "n/a"
+            return (f"{b['requests']}/{b['requests']} every run" if x["all_200"]
+                    else f"min {x['got_200_min']}/{b['requests']}")
+
+        starts = [x["backend_ready"] for x in b["runs"]]
+        start_txt = "1 per run" if b["one_start_per_run"] else "per run: " + " ".join(map(str, starts))
+        rows = [["cold route via rouse (median)", str(b["count"]), fmt_ms(b["p50_ms"]), fmt_ms(b["p99_ms"]),
+                 fmt_ms(b["slowest_ms"]), got(b), start_txt, str(b["listen_overflows"]), fmt_met(b["met"])]]
+        a = b["alone"]
+        if a["count"]:
+            rows.append(["backend alone, already up (reference)", str(a["count"]), fmt_ms(a["p50_ms"]),
+                         fmt_ms(a["p99_ms"]), fmt_ms(a["slowest_ms"]), got(a), "", str(a["listen_overflows"]), ""])
+        out.append(("cold-burst", f"cold-burst: {b['requests']} concurrent requests at a cold route", header, rows))
+    return out
+
+
 def cmd_report(d, out):
     meta = {
         "out": out,
@@ -215,10 +371,14 @@ def cmd_report(d, out):
             r["vs_direct"] = ratio(r["rps"], direct)
             r["vs_nginx"] = ratio(r["rps"], nginx)
 
+    cold = cold_results(d, meta["settings"])
+
     out = meta["out"]
     result = {"meta": meta["machine"], "settings": meta["settings"], "notes": meta.get("notes", []),
               "scenarios": meta.get("scenario_help", {}), "rows": rows,
               "memory": meta.get("memory", [])}
+    if cold is not None:
+        result["cold"] = cold
     with open(os.path.join(out, "compare.json"), "w") as f:
         json.dump(result, f, indent=2)
         f.write("\n")
@@ -246,6 +406,23 @@ def cmd_report(d, out):
         for row in table:
             lines.append("  ".join(c.ljust(w) if i == 0 else c.rjust(w)
                                    for i, (c, w) in enumerate(zip(row, widths))))
+    helps = meta.get("scenario_help", {})
+    if cold is not None:
+        for key, _title, header_c, rows_c in cold_tables(cold):
+            table = [header_c] + rows_c
+            widths = [max(len(row[i]) for row in table) for i in range(len(header_c))]
+            lines.append("")
+            lines.append(f"== {key}: {helps.get(key, '')}")
+            for row in table:
+                lines.append("  ".join(c.ljust(w) if i == 0 else c.rjust(w)
+                                       for i, (c, w) in enumerate(zip(row, widths))).rstrip())
+            for c in cold["start"] if key == "cold" else []:
+                if c["kind"] == "exec":
+                    lines.append(f"exec: rouse's log says backend ready after {fmt_ms(c.get('logged_ready_ms'))} ms "
+                                 f"(median); a warm request through rouse takes {fmt_ms(c.get('warm_ms'))} ms")
+        if not cold["start"] and not cold["burst"]:
+            lines.append("")
+            lines.append("== cold start: nothing measured (see the notes)")
     if meta.get("memory"):
         lines.append("")
         lines.append("== memory (RSS of the process tree, MiB)")
@@ -274,6 +451,50 @@ def cmd_report(d, out):
         for r in rows:
             if r["scenario"] == s:
                 md.append("| " + " | ".join(cells(r)) + " |")
+    if cold is not None:
+        md += ["", "## cold start", "", helps.get("cold", "")]
+
+        def md_table(header_c, rows_c):
+            return (["", "| " + " | ".join(h or "&nbsp;" for h in header_c) + " |",
+                     "|---|" + "--:|" * (len(header_c) - 1)]
+                    + ["| " + " | ".join(c.replace("|", "\\|") for c in row) + " |" for row in rows_c])
+
+        tables = {key: (title, h, r) for key, title, h, r in cold_tables(cold)}
+        if "cold" in tables:
+            md += md_table(*tables["cold"][1:])
+            md.append("")
+            for c in cold["start"]:
+                md.append(f"- {c['backend']}: alone = {c['reference']}; via rouse = curl's time_total "
+                          f"of the first request; overhead = via rouse - alone (difference of the medians). "
+                          f"Per run, alone: {' '.join(f'{v:g}' for v in c['alone_runs_ms'])}; "
+                          f"via rouse: {' '.join(f'{v:g}' for v in c['rouse_runs_ms'])}.")
+                if c["kind"] == "exec":
+                    md.append(f"  rouse's log: backend ready after {fmt_ms(c.get('logged_ready_ms'))} ms (median); "
+                              f"a warm request through rouse: {fmt_ms(c.get('warm_ms'))} ms.")
+                if c.get("cli_ms") is not None:
+                    md.append(f"  `podman start` (CLI process included) until it answers, per run: "
+                              f"{' '.join(f'{v:g}' for v in c['cli_runs_ms'])}.")
+        b = cold["burst"]
+        if b:
+            title, h, r = tables["cold-burst"]
+            md += ["", f"### {title}", "", helps.get("cold-burst", "")]
+            md += md_table(h, r)
+            md += ["", "listen overflows: the host's TcpExt ListenOverflows during the runs (a full accept "
+                   "queue drops the SYN and the client retries 1 s later, hence 1-second tails; `rouse "
+                   "static` listens with a backlog of 128). Per run (backend starts = rouse's log lines "
+                   "`backend ready` / `backend starting`; must be 1):", "",
+                   "| run | p50 ms | p99 ms | slowest ms | got 200 | errors | backend ready | backend starting "
+                   "| listen overflows | alone: p50 ms | alone: p99 ms | alone: overflows |",
+                   "|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|"]
+            alone_by_run = {x["run"]: x for x in b["alone_runs"]}
+            for x in b["runs"]:
+                y = alone_by_run.get(x["run"], {})
+                md.append(f"| {x['run']} | {fmt_ms(x['p50_ms'])} | {fmt_ms(x['p99_ms'])} | {fmt_ms(x['slowest_ms'])} | "
+                          f"{x['got_200']}/{x['requests']} | {x['errors']} | {x['backend_ready']} | "
+                          f"{x['backend_starting']} | {x['listen_overflows']} | {fmt_ms(y.get('p50_ms'))} | "
+                          f"{fmt_ms(y.get('p99_ms'))} | {y.get('listen_overflows', 'n/a')} |")
+        if not cold["start"] and not b:
+            md += ["", "Nothing measured (see the notes)."]
     if meta.get("memory"):
         md += ["", "## memory", "",
                "RSS summed over the process tree (nginx: master + workers). Idle: right after start "
@@ -283,12 +504,14 @@ def cmd_report(d, out):
         for m in meta["memory"]:
             md.append(f"| {m['name']} | {fmt_mib(m.get('idle_kib'))} | {fmt_mib(m.get('conns_kib'))} | "
                       f"{m.get('conns_held', 'n/a')} | {fmt_mib(m.get('hwm_kib'))} |")
-    md += ["", "req/s ratios are against the `direct` and `nginx` rows of the same scenario. "
-           "success = 2xx / (responses + errors); requests cut off by the -z deadline are not counted. "
-           "peak RSS: VmRSS of the target's process tree sampled every 50 ms during that row's run.",
-           "Rows marked * reuse the oha run of the same target and flags from another scenario."]
+    if rows:
+        md += ["", "req/s ratios are against the `direct` and `nginx` rows of the same scenario. "
+               "success = 2xx / (responses + errors); requests cut off by the -z deadline are not counted. "
+               "peak RSS: VmRSS of the target's process tree sampled every 50 ms during that row's run.",
+               "Rows marked * reuse the oha run of the same target and flags from another scenario."]
     md += [f"- note: {n}" for n in meta.get("notes", [])]
-    md += ["", "Raw oha output: `compare-<scenario>-<target>.json` next to this file; chart: `latency.svg`."]
+    md += ["", "Raw oha output: `compare-<scenario>-<target>.json` next to this file"
+           + ("; chart: `latency.svg`." if any(r["scenario"] == "keepalive" for r in rows) else ".")]
     with open(os.path.join(out, "compare.md"), "w") as f:
         f.write("\n".join(md) + "\n")
 

@@ -24,6 +24,20 @@
 #   tcp        raw TCP relays: rouse tcp listener, haproxy mode tcp, nginx
 #              stream (if its module is installed), socket-proxyd; keep-alive,
 #              new connection, 1 MiB
+#   cold       rouse only (needs rouse in TARGETS), median of ITER runs each:
+#              - exec route: first 200 through rouse on a stopped route vs the
+#                backend's own spawn-to-first-200 (runs `benches/load.sh cold`;
+#                needs jq); target: overhead <= 5 ms
+#              - podman container: first 200 through rouse vs the libpod API
+#                start until it answers (runs `benches/cold-backends.sh
+#                podman`; needs root, podman, runc, busybox-static, else
+#                skipped with a note); target: overhead <= 10 ms
+#              - BURST concurrent requests (oha -n BURST -c BURST) at a cold
+#                exec route, fresh rouse (RUST_LOG=info) per run: p50, p99,
+#                how many got 200 (must be all), how many backend starts
+#                rouse logged ("backend ready"; must be 1) and the host's
+#                listen-queue overflows; for reference the same burst at the
+#                backend alone, already up
 # Memory: peak RSS of each target's process tree during each row (VmRSS
 # sampled every 50 ms; nginx = master + workers), and for the HTTP proxies the
 # RSS right after start and with IDLE_CONNS idle keep-alive connections open.
@@ -31,25 +45,31 @@
 # Environment knobs:
 #   DURATION=10s      oha -z per row
 #   TARGETS="..."     subset of: direct rouse nginx haproxy socket-proxyd
-#   SCENARIOS="..."   subset of: keepalive newconn 1mib routes https tcp
+#   SCENARIOS="..."   subset of: keepalive newconn 1mib routes https tcp cold
 #   IDLE_CONNS=1000   idle connections for the memory row (0 skips it)
+#   ITER=10           runs per cold-start measurement (cold)
+#   BURST=200         concurrent requests at the cold route (cold)
+#   COLD_PODMAN=0     skip the podman part of cold
 #   NO_BUILD=1        skip `cargo build --release`
 #   OHA=path          oha binary (default: oha on PATH, then ~/.cargo/bin/oha)
 #   NGINX=path|none   nginx binary; none runs without nginx
 #   INSTALL=0         never apt-get install haproxy
 #
-# Needs: cargo, curl, python3, oha; openssl for https. Results: a table on
-# stdout, target/bench/compare.{json,md}, target/bench/latency.svg (latency
-# percentiles of the keepalive scenario) and raw oha JSON as
-# target/bench/compare-<row>.json.
+# Needs: cargo, curl, python3, oha; openssl for https; jq for cold. Results: a
+# table on stdout, target/bench/compare.{json,md}, target/bench/latency.svg
+# (latency percentiles of the keepalive scenario) and raw oha JSON as
+# target/bench/compare-<row>.json (cold: compare-cold-burst-{rouse,alone}-<run>
+# .json, and the helpers' own cold.{md,tsv} and cold-backends.{md,tsv}).
 set -euo pipefail
 export LC_ALL=C
 
 DURATION=${DURATION:-10s}
 IDLE_CONNS=${IDLE_CONNS:-1000}
+ITER=${ITER:-10}
+BURST=${BURST:-200}
 HOST=bench.local
 ALL_TARGETS="direct rouse nginx haproxy socket-proxyd"
-ALL_SCENARIOS="keepalive newconn 1mib routes https tcp"
+ALL_SCENARIOS="keepalive newconn 1mib routes https tcp cold"
 TARGETS=${TARGETS:-$ALL_TARGETS}
 SCENARIOS=${SCENARIOS:-$ALL_SCENARIOS}
 TARGETS=${TARGETS//,/ }
@@ -87,6 +107,8 @@ done
 SCENARIOS=" $SCENARIOS "
 want_t() { [[ $TARGETS == *" $1 "* ]]; }
 want_s() { local s; for s in "$@"; do [[ $SCENARIOS == *" $s "* ]] && return 0; done; return 1; }
+[[ $ITER =~ ^[1-9][0-9]*$ ]] || die "ITER must be a positive integer"
+[[ $BURST =~ ^[1-9][0-9]*$ ]] || die "BURST must be a positive integer"
 
 for tool in curl python3; do command -v "$tool" >/dev/null || die "$tool is required"; done
 OHA=${OHA:-$(command -v oha || true)}
@@ -161,10 +183,10 @@ free_port() {
     die "no free port found"
 }
 
-# wait_ok URL HOSTHEADER PID LOG: until URL answers 200 (10 s max, https via
-# --resolve so SNI is the host), or the process dies.
+# wait_ok URL HOSTHEADER PID LOG [STATUS]: until URL answers STATUS (200; 10 s
+# max, https via --resolve so SNI is the host), or the process dies.
 wait_ok() {
-    local url=$1 host=$2 pid=$3 log=$4 i code port
+    local url=$1 host=$2 pid=$3 log=$4 want=${5:-200} i code port
     port=${url##*:}
     port=${port%%/*}
     for ((i = 0; i < 200; i++)); do
@@ -174,7 +196,7 @@ wait_ok() {
         else
             code=$(curl -s -o /dev/null -w '%{http_code}' --max-time 2 -H "Host: $host" "$url" 2>/dev/null || true)
         fi
-        if [[ $code == 200 ]]; then
+        if [[ $code == "$want" ]]; then
             nap 0.1 # make sure the answer came from our process, not a squatter
             kill -0 "$pid" 2>/dev/null && return 0
         fi
@@ -185,7 +207,7 @@ wait_ok() {
         fi
         nap 0.05
     done
-    say "$url did not answer 200 within 10 s (last: ${code:-none}); log:"
+    say "$url did not answer $want within 10 s (last: ${code:-none}); log:"
     tail -n 20 "$log" >&2 || true
     return 1
 }
@@ -257,6 +279,10 @@ if want_s https && ! command -v openssl >/dev/null; then
     note "openssl not installed: https scenario skipped"
     SCENARIOS=${SCENARIOS/ https / }
 fi
+if want_s cold && ! want_t rouse; then
+    note "cold measures rouse, and rouse is not in TARGETS: cold scenario skipped"
+    SCENARIOS=${SCENARIOS/ cold / }
+fi
 
 first_line() { "$@" 2>&1 | head -n 1 || true; }
 {
@@ -276,9 +302,10 @@ first_line() { "$@" 2>&1 | head -n 1 || true; }
 } >"$TMP/machine.tsv"
 {
     printf 'DURATION\t%s\n' "$DURATION"
-    printf 'targets\t%s\n' "$(echo $TARGETS)"
-    printf 'scenarios\t%s\n' "$(echo $SCENARIOS)"
+    printf 'targets\t%s\n' "$(xargs <<<"$TARGETS")"
+    printf 'scenarios\t%s\n' "$(xargs <<<"$SCENARIOS")"
     printf 'idle_conns\t%s\n' "$IDLE_CONNS"
+    ! want_s cold || printf 'ITER\t%s\nBURST\t%s\n' "$ITER" "$BURST"
 } >"$TMP/settings.tsv"
 
 # --- backend: nginx (small body at /, 1 MiB at /1m) or rouse static --root --------
@@ -316,9 +343,13 @@ start_nginx() { # NAME: config in $TMP/NAME/nginx.conf
     start "$1" "$NGINX" -c "$TMP/$1/nginx.conf" -p "$TMP/$1" -g 'daemon off;'
 }
 
+# (cold brings its own backends: none needed when it is the only scenario)
 BACKEND_PORT=$(free_port)
 SPORT[backend]=$BACKEND_PORT
-if [[ -n $NGINX ]]; then
+B=127.0.0.1:$BACKEND_PORT
+if ! want_s keepalive newconn 1mib routes https tcp; then
+    :
+elif [[ -n $NGINX ]]; then
     BACKEND_KIND="nginx, $CORES workers"
     mkdir -p "$TMP/backend"
     {
@@ -339,9 +370,10 @@ else
     BACKEND_KIND="rouse static --root (index.html = hello, /1m)"
     start backend "$ROUSE" static --listen "127.0.0.1:$BACKEND_PORT" --root "$TMP/www"
 fi
-wait_ok "http://127.0.0.1:$BACKEND_PORT/" "$HOST" "${SPID[backend]}" "$TMP/backend.log"
-printf 'backend\t%s\n' "$BACKEND_KIND" >>"$TMP/machine.tsv"
-B=127.0.0.1:$BACKEND_PORT
+if [[ -n ${SPID[backend]:-} ]]; then
+    wait_ok "http://127.0.0.1:$BACKEND_PORT/" "$HOST" "${SPID[backend]}" "$TMP/backend.log"
+    printf 'backend\t%s\n' "$BACKEND_KIND" >>"$TMP/machine.tsv"
+fi
 
 if want_s https; then
     openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 -subj "/CN=$HOST" \
@@ -672,6 +704,8 @@ declare -A HELP=(
     [newconn]="a new TCP connection per request, oha --disable-keepalive -c 32"
     [1mib]="1 MiB response body, oha -c 8"
     [routes-1k]="rouse with 1,000 routes (990 exact names, 10 wildcards) vs 1 route; keep-alive -c 64"
+    [cold]="first 200 through rouse on a stopped route vs the backend's own start-to-ready time, median of $ITER runs; target: overhead <= 5 ms (exec), <= 10 ms (podman)"
+    [cold-burst]="$BURST concurrent requests (oha -n $BURST -c $BURST) at a cold exec route (\$ROUSE static), a fresh rouse each run, median of $ITER runs; reference: the same burst at that backend alone, already up"
     [https-keepalive]="TLS termination (ECDSA P-256), keep-alive, oha --insecure -c 64; direct is plain HTTP"
     [https-newconn]="a TLS handshake per request, oha --insecure --disable-keepalive -c 32; direct is plain HTTP"
     [tcp-keepalive]="L4 relays, HTTP keep-alive over them, -c 64"
@@ -724,6 +758,162 @@ if want_s tcp; then
         [[ -z ${SPID[haproxy-tcp]:-} ]] || row "tcp-$mode" haproxy "haproxy (mode tcp)" haproxy-tcp "tcp-$mode-haproxy" "$conns" "$(url haproxy-tcp "$path")" "${HH[@]}" "${flags[@]}"
         [[ -z ${SPID[proxyd]:-} ]] || row "tcp-$mode" socket-proxyd "socket-proxyd" proxyd "$mode-socket-proxyd" "$conns" "$(url proxyd "$path")" "${HH[@]}" "${flags[@]}"
     done
+fi
+
+# --- cold start -----------------------------------------------------------------------
+# run_child NAME CMD...: run a helper script to its end, in the background so that the
+# cleanup can stop it by PID (its own trap then stops what it started); output in
+# $TMP/NAME.log; returns its exit status.
+run_child() {
+    local name=$1 pid rc=0
+    shift
+    "$@" >"$TMP/$name.log" 2>&1 &
+    pid=$!
+    PIDS+=("$pid")
+    wait "$pid" || rc=$?
+    forget "$pid"
+    return "$rc"
+}
+
+# take_tsv NAME FILE LABEL RC: a helper's key<TAB>value results -> $TMP/NAME.tsv; its
+# problems and failures become notes (and its log goes to $OUT/compare-NAME.log).
+take_tsv() {
+    local name=$1 file=$2 label=$3 rc=$4 line
+    if [[ ! -s $file ]]; then
+        cp "$TMP/$name.log" "$OUT/compare-$name.log"
+        note "$label failed (exit $rc): $(grep -v '^ *$' "$TMP/$name.log" | tail -n 1); log: $OUT/compare-$name.log"
+        return 0
+    fi
+    cp "$file" "$TMP/$name.tsv"
+    while IFS=$'\t' read -r _ line; do note "$label: $line"; done < <(grep '^problem' "$file" || true)
+    if ((rc != 0)); then
+        cp "$TMP/$name.log" "$OUT/compare-$name.log"
+        note "$label exited $rc; log: $OUT/compare-$name.log"
+    fi
+}
+
+cold_exec() { # benches/load.sh cold: exec route vs the backend alone
+    local rc=0
+    if ! command -v jq >/dev/null; then
+        note "jq not installed: exec cold start (benches/load.sh cold) skipped"
+        return 0
+    fi
+    say "cold: exec route, benches/load.sh cold, ITER=$ITER ..."
+    rm -f "$OUT/cold.tsv"
+    run_child cold-exec env NO_BUILD=1 ITER="$ITER" bash "$ROOT/benches/load.sh" cold || rc=$?
+    take_tsv cold-exec "$OUT/cold.tsv" "benches/load.sh cold" "$rc"
+}
+
+cold_podman() { # benches/cold-backends.sh podman: container vs libpod API start
+    local rc=0 why='' t
+    [[ $(id -u) == 0 ]] || why="not running as root"
+    for t in podman runc busybox; do
+        [[ -n $why ]] || command -v "$t" >/dev/null || why="$t is not installed"
+    done
+    [[ ${COLD_PODMAN:-1} != 0 ]] || why="COLD_PODMAN=0"
+    if [[ -n $why ]]; then
+        note "podman cold start skipped: $why (benches/cold-backends.sh podman needs root, podman, runc, busybox-static)"
+        return 0
+    fi
+    say "cold: podman container, benches/cold-backends.sh podman, ITER=$ITER ..."
+    rm -f "$OUT/cold-backends.tsv"
+    run_child cold-podman env NO_BUILD=1 ITER="$ITER" bash "$ROOT/benches/cold-backends.sh" podman || rc=$?
+    take_tsv cold-podman "$OUT/cold-backends.tsv" "benches/cold-backends.sh podman" "$rc"
+}
+
+# listen_overflows: the host's TcpExt ListenOverflows counter (SYNs dropped because an accept
+# queue was full; the client retries after 1 s).
+listen_overflows() {
+    awk '/^TcpExt:/ { if (!seen) { for (i = 1; i <= NF; i++) if ($i == "ListenOverflows") f = i; seen = 1 }
+        else if (f) print $f }' /proc/net/netstat 2>/dev/null || true
+}
+
+# burst RUN KIND PORT: oha -n BURST -c BURST at PORT; appends "RUN<TAB>JSON<TAB>OVERFLOWS" to
+# $TMP/cold-burst-KIND.tsv (nothing if oha failed).
+burst() {
+    local i=$1 kind=$2 port=$3 json o0 o1
+    json=$OUT/compare-cold-burst-$kind-$i.json
+    say "cold: run $i/$ITER: oha -n $BURST -c $BURST, $kind"
+    o0=$(listen_overflows)
+    if ! "$OHA" --no-tui --output-format json -t 30s -n "$BURST" -c "$BURST" -H "Host: $HOST" \
+        "http://127.0.0.1:$port/" >"$json" 2>"$TMP/oha-cold-$kind-$i.log"; then
+        note "cold burst: oha failed in run $i ($kind): $(tail -n 1 "$TMP/oha-cold-$kind-$i.log")"
+        rm -f "$json"
+        return 0
+    fi
+    o1=$(listen_overflows)
+    printf '%s\t%s\t%s\n' "$i" "$json" "$((${o1:-0} - ${o0:-0}))" >>"$TMP/cold-burst-$kind.tsv"
+}
+
+# cold_burst: ITER times, a fresh rouse (RUST_LOG=info) with one cold exec route takes BURST
+# concurrent requests; $TMP/cold-burst-rouse.tsv also gets the "backend ready" and "backend
+# starting" log lines of each run. For reference, the same backend started on its own, once it
+# answers, takes the same burst ($TMP/cold-burst-alone.tsv).
+cold_burst() {
+    local port bport aport i t pid ready starting
+    port=$(free_port)
+    bport=$(free_port)
+    aport=$(free_port)
+    cat >"$TMP/rouse-cold.toml" <<EOF
+[[listener]]
+name = "http"
+bind = "127.0.0.1:$port"
+protocol = "http"
+
+[[route]]
+name = "cold"
+hosts = ["$HOST"]
+upstream = "127.0.0.1:$bport"
+idle_timeout = "1h"
+start_timeout = "10s"
+ready = "tcp"
+[route.backend]
+kind = "exec"
+command = ["\$ROUSE", "static", "--listen", "127.0.0.1:$bport", "--body", "hello"]
+EOF
+    : >"$TMP/cold-burst-rouse.tsv"
+    : >"$TMP/cold-burst-alone.tsv"
+    : >"$TMP/cold-burst-starts.tsv"
+    : >"$TMP/rouse-cold-all.log"
+    for ((i = 1; i <= ITER; i++)); do
+        if (exec 3<>"/dev/tcp/127.0.0.1/$bport") 2>/dev/null; then
+            note "cold burst: something answers on the backend port $bport before run $i (not cold); stopped after $((i - 1)) runs"
+            break
+        fi
+        RUST_LOG=info start_rouse rouse-cold
+        pid=${SPID[rouse-cold]}
+        # an unknown Host gets 404 from rouse itself: up, and the route still cold
+        wait_ok "http://127.0.0.1:$port/" probe.invalid "$pid" "$TMP/rouse-cold.log" 404 || die "rouse-cold did not come up"
+        burst "$i" rouse "$port"
+        kill -0 "$pid" 2>/dev/null || note "cold burst: rouse (pid $pid) died in run $i; see its log"
+        stop_pid "$pid"
+        forget "$pid"
+        sed 's/\x1b\[[0-9;]*m//g' "$TMP/rouse-cold.log" >"$TMP/rouse-cold.plain"
+        cat "$TMP/rouse-cold.plain" >>"$TMP/rouse-cold-all.log"
+        ready=$(grep -c 'backend ready' "$TMP/rouse-cold.plain" || true)
+        starting=$(grep -c 'backend starting' "$TMP/rouse-cold.plain" || true)
+        printf '%s\t%s\t%s\n' "$i" "$ready" "$starting" >>"$TMP/cold-burst-starts.tsv"
+        # rouse stopped its backend before exiting; the next run checks that the port is free
+        for ((t = 0; t < 20; t++)); do
+            (exec 3<>"/dev/tcp/127.0.0.1/$bport") 2>/dev/null || break
+            nap 0.05
+        done
+
+        start cold-alone "$ROUSE" static --listen "127.0.0.1:$aport" --body hello
+        pid=${SPID[cold-alone]}
+        wait_ok "http://127.0.0.1:$aport/" "$HOST" "$pid" "$TMP/cold-alone.log" || die "rouse static did not come up"
+        burst "$i" alone "$aport"
+        stop_pid "$pid"
+        forget "$pid"
+    done
+    cp "$TMP/rouse-cold-all.log" "$OUT/compare-cold-burst-rouse.log"
+}
+
+if want_s cold; then
+    rm -f "$OUT"/compare-cold-*
+    cold_exec
+    cold_burst
+    cold_podman
 fi
 
 # --- report ---------------------------------------------------------------------------

@@ -17,7 +17,9 @@
 #
 # Needs: cargo, curl, jq; oha for `load`; nginx is optional (backend falls back
 # to `rouse static`, and the nginx column is dropped).
-# Results: a table on stdout, Markdown + raw oha JSON in target/bench/.
+# Results: a table on stdout, Markdown + raw oha JSON in target/bench/; `cold`
+# also writes its medians to target/bench/cold.tsv (key<TAB>value, read by
+# benches/compare.sh).
 set -euo pipefail
 export LC_ALL=C # EPOCHREALTIME and printf must use '.' as decimal separator
 
@@ -376,7 +378,7 @@ EOF
     {
         echo "# rouse load benchmark"
         echo
-        sed 's/^/- /' <<<"$info"
+        echo "- ${info//$'\n'/$'\n'- }"
         echo
         echo "| ${header//	/ | } |"
         echo "|---|--:|--:|--:|--:|--:|--:|"
@@ -395,6 +397,7 @@ run_cold() {
     rouse_port=$(free_port)
     backend_port=$(free_port)
     direct_port=$(free_port)
+    rm -f "$OUT/cold.tsv" # written only by a run that gets to the end
 
     cat >"$TMP/rouse.toml" <<EOF
 [[listener]]
@@ -452,7 +455,7 @@ EOF
             # it is our grandchild: find it by its port and stop it
             local orphan
             orphan=$(ss -Hltnp "sport = :$backend_port" 2>/dev/null | grep -o 'pid=[0-9]*' | head -n 1 | cut -d= -f2 || true)
-            [[ -n $orphan ]] && kill -TERM "$orphan" 2>/dev/null || true
+            if [[ -n $orphan ]]; then kill -TERM "$orphan" 2>/dev/null || true; fi
             nap 0.5
         fi
         cat "$TMP/rouse.log" >>"$TMP/rouse-all.log"
@@ -499,7 +502,7 @@ EOF
     {
         echo "# rouse cold-start benchmark"
         echo
-        sed 's/^/- /' <<<"$info"
+        echo "- ${info//$'\n'/$'\n'- }"
         echo
         echo "| median of $ITER | ms |"
         echo "|---|--:|"
@@ -507,9 +510,20 @@ EOF
         echo
         echo "Per run (ms): cold $(paste -sd' ' "$TMP/cold.txt"); alone $(paste -sd' ' "$TMP/direct.txt")"
     } >"$OUT/cold.md"
+    # The same medians for scripts (benches/compare.sh): key<TAB>value, ms.
+    {
+        printf 'iterations\t%s\n' "$ITER"
+        awk -v c="$m_cold" -v d="$m_direct" 'BEGIN {
+            printf "rouse_ms\t%.3f\nalone_ms\t%.3f\noverhead_ms\t%.3f\n", c, d, c - d }'
+        printf 'warm_ms\t%s\n' "$m_warm"
+        printf 'logged_ready_ms\t%s\n' "$m_logged"
+        printf 'rouse_runs_ms\t%s\n' "$(paste -sd' ' "$TMP/cold.txt")"
+        printf 'alone_runs_ms\t%s\n' "$(paste -sd' ' "$TMP/direct.txt")"
+        for line in "${problems[@]}"; do printf 'problem\t%s\n' "$line"; done
+    } >"$OUT/cold.tsv"
     cp "$TMP/rouse-all.log" "$OUT/cold-rouse.log"
     echo
-    echo "written: $OUT/cold.md"
+    echo "written: $OUT/cold.md, $OUT/cold.tsv"
     if ((${#problems[@]})); then
         echo
         printf 'PROBLEM: %s\n' "${problems[@]}"

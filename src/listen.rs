@@ -209,20 +209,24 @@ fn take_listening_fd(fd: RawFd, name: &str) -> Result<TcpListener, ListenError> 
 }
 
 fn bind(l: &ListenerConfig) -> Result<TcpListener, ListenError> {
-    let err = |source| ListenError::Bind {
+    listen_on(l.bind).map_err(|source| ListenError::Bind {
         name: l.name.clone(),
         addr: l.bind,
         source,
-    };
+    })
+}
+
+/// A TCP socket listening on `addr` with a deep accept queue ([`BACKLOG`]), so that a burst of
+/// connections (a cold route's held requests, all released at once) is queued, not dropped.
+pub fn listen_on(addr: std::net::SocketAddr) -> std::io::Result<TcpListener> {
     let socket = socket2::Socket::new(
-        socket2::Domain::for_address(l.bind),
+        socket2::Domain::for_address(addr),
         socket2::Type::STREAM,
         Some(socket2::Protocol::TCP),
-    )
-    .map_err(err)?;
-    socket.set_reuse_address(true).map_err(err)?;
-    socket.bind(&l.bind.into()).map_err(err)?;
-    socket.listen(BACKLOG).map_err(err)?;
+    )?;
+    socket.set_reuse_address(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(BACKLOG)?;
     Ok(socket.into())
 }
 

@@ -30,7 +30,11 @@ pub enum Content {
 
 /// Serves `content` on `addr` until the process is ended.
 pub async fn serve(addr: SocketAddr, content: Content) -> std::io::Result<()> {
-    let listener = TcpListener::bind(addr).await?;
+    // The same deep accept queue as rouse's own listeners: a cold route releases every held
+    // request at once.
+    let listener = crate::listen::listen_on(addr)?;
+    listener.set_nonblocking(true)?;
+    let listener = TcpListener::from_std(listener)?;
     let content = Arc::new(content);
     let builder = Arc::new(auto::Builder::new(TokioExecutor::new()));
     loop {
