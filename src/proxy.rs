@@ -4,6 +4,7 @@
 //! [`http`] rewrites and forwards one request. This file holds what the rest of the crate needs
 //! to name: [`Upstream`] (where a ready route forwards to) and [`Body`] (proxied or synthetic).
 
+mod h1;
 pub mod http;
 mod pool;
 pub mod tcp;
@@ -25,7 +26,6 @@ use tokio::net::TcpStream;
 
 use crate::activity::ActivityGuard;
 use crate::config::UpstreamProtocol;
-use pool::Reuse;
 
 /// Idle pooled upstream connections are closed after this.
 const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
@@ -111,23 +111,32 @@ impl Upstream {
     }
 
     /// Sends `req` over one of the calling worker's connections; `upgrade` asks for a
-    /// connection of its own that can become a tunnel. The [`Reuse`] returns an HTTP/1.1
-    /// connection to its pool once the response body has ended.
+    /// connection of its own that can become a tunnel.
     async fn send(
         &self,
         req: ::http::Request<Body>,
         upgrade: bool,
-    ) -> Result<(::http::Response<Incoming>, Option<Reuse>), String> {
+    ) -> Result<::http::Response<Received>, String> {
         let worker = WORKER_ID.with(Cell::get);
         match &self.pools {
-            Pools::Http1(pools) => pools[worker % pools.len()]
-                .send(req, upgrade)
-                .await
-                .map_err(|e| e.to_string()),
+            Pools::Http1(pools) => {
+                let pool = &pools[worker % pools.len()];
+                if upgrade {
+                    pool.send_upgrade(req)
+                        .await
+                        .map(|resp| resp.map(Received::Hyper))
+                        .map_err(|e| e.to_string())
+                } else {
+                    pool.send(req)
+                        .await
+                        .map(|resp| resp.map(Received::Inline))
+                        .map_err(|e| e.to_string())
+                }
+            }
             Pools::Multiplexed(clients) => clients[worker % clients.len()]
                 .request(req)
                 .await
-                .map(|resp| (resp, None))
+                .map(|resp| resp.map(Received::Hyper))
                 .map_err(|e| http::error_chain(&e)),
         }
     }
@@ -335,21 +344,30 @@ pub struct InFlight {
     pub connection: ActivityGuard,
 }
 
-/// A response body: streamed from an upstream, or a small synthetic one.
+/// Errors of a streamed body.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// An upstream's response body as it arrives.
+#[derive(Debug)]
+pub enum Received {
+    /// From hyper's client (h2 upstreams, upgrades).
+    Hyper(Incoming),
+    /// From an HTTP/1.1 upstream, read by the request's own task.
+    Inline(h1::ResponseBody),
+}
+
+/// A request or response body: streamed from a peer, or a small synthetic one.
 #[derive(Debug)]
 pub struct Body {
     kind: Kind,
+    _in_flight: Option<InFlight>,
 }
 
 #[derive(Debug)]
 enum Kind {
     Full(Option<Bytes>),
-    Upstream {
-        body: Incoming,
-        _in_flight: Option<InFlight>,
-        /// The pooled connection the body arrives on, released when the body has ended.
-        reuse: Option<Reuse>,
-    },
+    Incoming(Incoming),
+    Inline(h1::ResponseBody),
 }
 
 impl Body {
@@ -357,80 +375,65 @@ impl Body {
     pub fn full(bytes: Bytes) -> Body {
         Body {
             kind: Kind::Full((!bytes.is_empty()).then_some(bytes)),
+            _in_flight: None,
         }
     }
 
     /// An empty body.
     pub fn empty() -> Body {
+        Body::full(Bytes::new())
+    }
+
+    /// A client's request body, streamed to the upstream.
+    pub(crate) fn incoming(body: Incoming) -> Body {
         Body {
-            kind: Kind::Full(None),
+            kind: Kind::Incoming(body),
+            _in_flight: None,
         }
     }
 
-    /// An upstream's body, streamed; `in_flight` is released when it ends or is dropped, and
-    /// `reuse` goes back to its pool if the body has been read to its end.
-    pub(crate) fn upstream(
-        body: Incoming,
-        in_flight: Option<InFlight>,
-        reuse: Option<Reuse>,
-    ) -> Body {
+    /// An upstream's response body, streamed; `in_flight` is released when it ends or is
+    /// dropped.
+    pub(crate) fn received(body: Received, in_flight: Option<InFlight>) -> Body {
+        let kind = match body {
+            Received::Hyper(body) => Kind::Incoming(body),
+            Received::Inline(body) => Kind::Inline(body),
+        };
         Body {
-            kind: Kind::Upstream {
-                body,
-                _in_flight: in_flight,
-                reuse,
-            },
-        }
-    }
-}
-
-impl Drop for Body {
-    fn drop(&mut self) {
-        use http_body::Body as _;
-        // A body that ended without a final poll (hyper stops at `is_end_stream`) still frees
-        // its connection; one dropped halfway does not, and hyper closes that connection.
-        if let Kind::Upstream { body, reuse, .. } = &mut self.kind
-            && body.is_end_stream()
-            && let Some(reuse) = reuse.take()
-        {
-            reuse.release();
+            kind,
+            _in_flight: in_flight,
         }
     }
 }
 
 impl http_body::Body for Body {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BoxError;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         match &mut self.get_mut().kind {
             Kind::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
-            Kind::Upstream { body, reuse, .. } => {
-                let frame = Pin::new(&mut *body).poll_frame(cx);
-                if matches!(frame, Poll::Ready(None)) || body.is_end_stream() {
-                    if let Some(reuse) = reuse.take() {
-                        reuse.release();
-                    }
-                }
-                frame
-            }
+            Kind::Incoming(body) => Pin::new(body).poll_frame(cx).map_err(Into::into),
+            Kind::Inline(body) => Pin::new(body).poll_frame(cx).map_err(Into::into),
         }
     }
 
     fn is_end_stream(&self) -> bool {
         match &self.kind {
             Kind::Full(bytes) => bytes.is_none(),
-            Kind::Upstream { body, .. } => body.is_end_stream(),
+            Kind::Incoming(body) => body.is_end_stream(),
+            Kind::Inline(body) => body.is_end_stream(),
         }
     }
 
     fn size_hint(&self) -> SizeHint {
         match &self.kind {
             Kind::Full(bytes) => SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64)),
-            Kind::Upstream { body, .. } => body.size_hint(),
+            Kind::Incoming(body) => body.size_hint(),
+            Kind::Inline(body) => body.size_hint(),
         }
     }
 }

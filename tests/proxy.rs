@@ -484,3 +484,279 @@ async fn a_safe_request_on_a_connection_closed_under_it_is_sent_again() {
         "the POST was not sent again"
     );
 }
+
+/// A backend whose answer depends on the path, for the framing cases of HTTP/1.1. It counts
+/// connections and records each request's head and raw body bytes.
+struct ScriptedBackend {
+    addr: std::net::SocketAddr,
+    connections: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    requests: std::sync::Arc<std::sync::Mutex<Vec<(String, Vec<u8>)>>>,
+}
+
+impl ScriptedBackend {
+    async fn start() -> ScriptedBackend {
+        use std::sync::atomic::Ordering;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let connections = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let requests = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (count, log) = (connections.clone(), requests.clone());
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                count.fetch_add(1, Ordering::SeqCst);
+                let log = log.clone();
+                tokio::spawn(async move {
+                    let mut stream = tokio::io::BufReader::new(stream);
+                    loop {
+                        let head = read_head(&mut stream).await.unwrap_or_default();
+                        if head.is_empty() {
+                            return;
+                        }
+                        let path = head.split(' ').nth(1).unwrap_or("/").to_owned();
+                        if path == "/reject" {
+                            // Answer at once and read nothing more: a proxy that insists on
+                            // sending the whole body first never hears the answer.
+                            let _ = stream
+                                .get_mut()
+                                .write_all(b"HTTP/1.1 413 Content Too Large\r\nContent-Length: 8\r\nConnection: close\r\n\r\ntoo big\n")
+                                .await;
+                            tokio::time::sleep(Duration::from_secs(15)).await;
+                            return;
+                        }
+                        let body = read_raw_body(&mut stream, &head).await;
+                        log.lock().unwrap().push((head.clone(), body));
+                        let reply: &[u8] = match path.as_str() {
+                            "/chunked" => b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n1;ext=1\r\nd\r\n0\r\nX-Trailer: 1\r\n\r\n",
+                            "/close" => b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok",
+                            "/eof" => b"HTTP/1.1 200 OK\r\n\r\nuntil the end",
+                            "/head" => b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n",
+                            "/garbage" => b"SSH-2.0-OpenSSH_9.2\r\n\r\n",
+                            "/truncated" => b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nonly part",
+                            _ => b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
+                        };
+                        if stream.get_mut().write_all(reply).await.is_err() {
+                            return;
+                        }
+                        if matches!(path.as_str(), "/close" | "/eof" | "/garbage" | "/truncated") {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        ScriptedBackend {
+            addr,
+            connections,
+            requests,
+        }
+    }
+
+    fn connections(&self) -> usize {
+        self.connections.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+/// The body bytes as sent: `Content-Length` bytes, or raw chunked framing up to its end.
+async fn read_raw_body<R: tokio::io::AsyncBufRead + Unpin>(r: &mut R, head: &str) -> Vec<u8> {
+    let mut body = Vec::new();
+    if let Some(len) = head_header(head, "content-length").and_then(|v| v.parse::<usize>().ok()) {
+        body.resize(len, 0);
+        let _ = r.read_exact(&mut body).await;
+    } else if head_header(head, "transfer-encoding").is_some() {
+        while !body.ends_with(b"\r\n0\r\n\r\n") && !body.starts_with(b"0\r\n\r\n") {
+            let mut byte = [0u8; 1];
+            if r.read_exact(&mut byte).await.is_err() {
+                break;
+            }
+            body.push(byte[0]);
+        }
+    }
+    body
+}
+
+fn one_worker(route: &str) -> String {
+    format!("[proxy]\nworkers = 1\n\n{route}")
+}
+
+#[tokio::test]
+async fn chunked_and_close_delimited_responses_arrive_whole() {
+    let sb = Sandbox::new();
+    let backend = ScriptedBackend::start().await;
+    let rouse = Rouse::serve(
+        &sb,
+        &one_worker(&none_route("s", &["s.test"], backend.addr)),
+    );
+
+    let mut conn = Conn::connect(rouse.addr()).await.unwrap();
+    for (path, body) in [("/chunked", "abcd"), ("/eof", "until the end"), ("/", "ok")] {
+        conn.send(&format!("GET {path} HTTP/1.1\r\nHost: s.test\r\n\r\n"))
+            .await
+            .unwrap();
+        let resp = conn.read_response().await.unwrap();
+        assert_eq!(resp.status, 200, "{path}: {resp:?}");
+        assert_eq!(resp.body, body, "{path}");
+    }
+}
+
+#[tokio::test]
+async fn upstream_connections_are_reused_only_when_the_response_allows_it() {
+    let sb = Sandbox::new();
+    let backend = ScriptedBackend::start().await;
+    let rouse = Rouse::serve(
+        &sb,
+        &one_worker(&none_route("s", &["s.test"], backend.addr)),
+    );
+
+    let mut conn = Conn::connect(rouse.addr()).await.unwrap();
+    let mut ask = async |method: &str, path: &str| {
+        conn.send(&format!("{method} {path} HTTP/1.1\r\nHost: s.test\r\n\r\n"))
+            .await
+            .unwrap();
+        let resp = if method == "HEAD" {
+            conn.read_head_response().await.unwrap()
+        } else {
+            conn.read_response().await.unwrap()
+        };
+        assert_eq!(resp.status, 200, "{method} {path}: {resp:?}");
+        resp
+    };
+    ask("GET", "/").await;
+    ask("GET", "/chunked").await;
+    ask("GET", "/").await;
+    assert_eq!(
+        backend.connections(),
+        1,
+        "plain and chunked responses keep the connection"
+    );
+    ask("GET", "/close").await;
+    ask("GET", "/").await;
+    assert_eq!(backend.connections(), 2, "Connection: close was honoured");
+    let head = ask("HEAD", "/head").await;
+    assert_eq!(head.header("content-length"), Some("10"));
+    ask("GET", "/").await;
+    assert_eq!(
+        backend.connections(),
+        2,
+        "a HEAD answer has no body, whatever its Content-Length says"
+    );
+}
+
+#[tokio::test]
+async fn a_malformed_or_truncated_response_is_never_passed_off_as_good() {
+    let sb = Sandbox::new();
+    let backend = ScriptedBackend::start().await;
+    let rouse = Rouse::serve(&sb, &none_route("s", &["s.test"], backend.addr));
+
+    let resp = send(
+        rouse.addr(),
+        "GET /garbage HTTP/1.1\r\nHost: s.test\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(resp.status, 502, "{resp:?}");
+    assert!(
+        resp.body.contains("route \"s\"") && resp.body.contains("invalid response"),
+        "the 502 says what went wrong: {resp:?}"
+    );
+
+    // The head was fine and has gone out; the client must see the body cut short.
+    let truncated = try_send(
+        rouse.addr(),
+        "GET /truncated HTTP/1.1\r\nHost: s.test\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(
+        truncated.is_err(),
+        "a body cut short by the upstream reached the client as complete: {truncated:?}"
+    );
+
+    let after = send(
+        rouse.addr(),
+        "GET / HTTP/1.1\r\nHost: s.test\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(after.status, 200, "{after:?}");
+}
+
+#[tokio::test]
+async fn request_bodies_keep_their_length_or_go_chunked() {
+    let sb = Sandbox::new();
+    let backend = ScriptedBackend::start().await;
+    let rouse = Rouse::serve(&sb, &none_route("s", &["s.test"], backend.addr));
+
+    let mut conn = Conn::connect(rouse.addr()).await.unwrap();
+    conn.send("POST /len HTTP/1.1\r\nHost: s.test\r\nContent-Length: 5\r\n\r\nhello")
+        .await
+        .unwrap();
+    assert_eq!(conn.read_response().await.unwrap().status, 200);
+    conn.send(
+        "POST /chunks HTTP/1.1\r\nHost: s.test\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    assert_eq!(conn.read_response().await.unwrap().status, 200);
+
+    let requests = backend.requests.lock().unwrap().clone();
+    let (len_head, len_body) = &requests[0];
+    assert_eq!(
+        head_header(len_head, "content-length").as_deref(),
+        Some("5")
+    );
+    assert_eq!(len_body, b"hello");
+    let (chunk_head, chunk_body) = &requests[1];
+    assert_eq!(
+        head_header(chunk_head, "transfer-encoding").as_deref(),
+        Some("chunked"),
+        "{chunk_head}"
+    );
+    assert_eq!(head_header(chunk_head, "content-length"), None);
+    let text = String::from_utf8_lossy(chunk_body);
+    let data: String = text
+        .split("\r\n")
+        .collect::<Vec<_>>()
+        .chunks(2)
+        .filter_map(|pair| pair.get(1).copied())
+        .collect();
+    assert_eq!(
+        data, "abcde",
+        "chunked body as the upstream got it: {text:?}"
+    );
+}
+
+#[tokio::test]
+async fn an_early_answer_to_an_upload_reaches_the_client() {
+    let sb = Sandbox::new();
+    let backend = ScriptedBackend::start().await;
+    let rouse = Rouse::serve(&sb, &none_route("s", &["s.test"], backend.addr));
+
+    let stream = tokio::net::TcpStream::connect(rouse.addr()).await.unwrap();
+    let (mut reader, mut writer) = stream.into_split();
+    const SIZE: usize = 16 * 1024 * 1024;
+    let upload = tokio::spawn(async move {
+        let head =
+            format!("POST /reject HTTP/1.1\r\nHost: s.test\r\nContent-Length: {SIZE}\r\n\r\n");
+        writer.write_all(head.as_bytes()).await?;
+        let block = vec![b'x'; 64 * 1024];
+        for _ in 0..SIZE / block.len() {
+            writer.write_all(&block).await?;
+        }
+        std::io::Result::Ok(())
+    });
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 4096];
+    let got = tokio::time::timeout(Duration::from_secs(10), async {
+        while !answer.windows(4).any(|w| w == b"\r\n\r\n") {
+            match reader.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => answer.extend_from_slice(&buf[..n]),
+            }
+        }
+    })
+    .await;
+    upload.abort();
+    assert!(got.is_ok(), "no answer within 10 s");
+    let text = String::from_utf8_lossy(&answer);
+    assert!(
+        text.starts_with("HTTP/1.1 413"),
+        "the upstream's early 413 should reach the client, got: {text:?}"
+    );
+}

@@ -66,11 +66,11 @@ pub async fn forward(
             as_http1_upgrade(&mut parts);
             Request::from_parts(parts, Body::empty())
         }
-        None => req.map(|body| Body::upstream(body, None, None)),
+        None => req.map(Body::incoming),
     };
 
-    let (mut resp, reuse) = match upstream.send(req, client_upgrade.is_some()).await {
-        Ok(sent) => sent,
+    let mut resp = match upstream.send(req, client_upgrade.is_some()).await {
+        Ok(resp) => resp,
         Err(cause) => {
             let err = Error::Upstream {
                 route: cx.route.clone(),
@@ -121,7 +121,7 @@ pub async fn forward(
     let (mut parts, body) = resp.into_parts();
     strip_hop_by_hop(&mut parts.headers);
     parts.headers.remove(header::UPGRADE);
-    Response::from_parts(parts, Body::upstream(body, Some(in_flight), reuse))
+    Response::from_parts(parts, Body::received(body, Some(in_flight)))
 }
 
 /// The protocol an HTTP/1.1 client asks to upgrade to, if it does.

@@ -1,37 +1,34 @@
 //! Pooled HTTP/1.1 connections to one upstream, for one worker thread.
 //!
-//! hyper's connection API does the HTTP/1.1 work; this file only keeps idle connections and hands
-//! them out, newest first. That is all a proxy with one fixed upstream per route needs, and it
-//! costs far less per request than a general-purpose client (no pool keyed by URI, no connect
-//! racing, no checkout futures). A connection goes back to the pool when its response body has
-//! been read to the end (see [`Reuse`]); a body dropped halfway closes it.
+//! Requests go out through [`h1`](super::h1), in the request's own task. Idle connections are
+//! kept newest first and handed out again; a connection comes back when its response body has
+//! ended cleanly (see [`h1::ResponseBody`]), and one whose body was dropped halfway is closed.
 //!
-//! A pooled connection the upstream has closed meanwhile is noticed before anything is written
-//! on it: hyper hands the request back, and it is sent again on another connection, so a stale
-//! keep-alive connection never costs a client an error. A request that is safe to repeat, sent on
-//! a connection that had been idle for a while, is sent once more on a new connection if the
-//! upstream closes under it.
+//! A pooled connection may have been closed by the upstream meanwhile. Closes the event loop
+//! has already seen are skipped for free; a request that cannot be repeated (it has a body, or
+//! its method is not idempotent) also checks with the kernel before it is sent. A repeatable
+//! request that finds its pooled connection closed under it, with no byte of a response, is
+//! sent once more on a new connection: that is what an upstream's keep-alive timeout looks
+//! like, and it never costs the client an error.
+//!
+//! Upgrade requests (websockets) go through hyper's client on a connection of their own, which
+//! becomes the tunnel.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use http::{Request, Response};
+use http::{Method, Request, Response};
 use hyper::body::Incoming;
-use hyper::client::conn::http1::{self, SendRequest};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 use tracing::debug;
 
 use super::Body;
+use super::h1::{self, Conn};
 
 /// Idle connections kept per worker; more are closed when they come back.
 const MAX_IDLE: usize = 512;
-
-/// A request sent on a connection idle at least this long is kept, when it is safe to repeat,
-/// so that it can be sent again if the upstream closed that connection as the request arrived
-/// (the usual end of a keep-alive timeout). Busier connections are not worth the copy.
-const REPLAY_AFTER_IDLE: Duration = Duration::from_secs(1);
 
 /// The idle connections of one worker to one upstream.
 #[derive(Debug, Clone)]
@@ -42,9 +39,10 @@ pub struct Pool {
     connect_timeout: Duration,
 }
 
+/// A pooled connection and when it became idle.
 #[derive(Debug)]
-struct Idle {
-    tx: SendRequest<Body>,
+pub struct Idle {
+    conn: Conn,
     since: Instant,
 }
 
@@ -53,49 +51,29 @@ struct Idle {
 pub enum SendError {
     /// No connection to the upstream could be made.
     Connect(std::io::Error),
-    /// The upstream connection failed while the request was under way.
-    Http(hyper::Error),
+    /// The exchange with the upstream failed.
+    Exchange(h1::Error),
+    /// The upgrade request failed in hyper's client.
+    Upgrade(hyper::Error),
 }
 
 impl std::fmt::Display for SendError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             SendError::Connect(e) => write!(f, "connect: {e}"),
-            SendError::Http(e) => {
-                write!(f, "{e}")?;
-                let mut source = std::error::Error::source(e);
-                while let Some(cause) = source {
-                    write!(f, ": {cause}")?;
-                    source = cause.source();
-                }
-                Ok(())
-            }
+            SendError::Exchange(e) => write!(f, "{e}"),
+            SendError::Upgrade(e) => write!(f, "{}", super::http::error_chain(e)),
         }
     }
 }
 
-/// A connection whose response is being read; back to its pool once the body has ended.
-#[derive(Debug)]
-pub struct Reuse {
-    tx: SendRequest<Body>,
-    idle: Arc<Mutex<Vec<Idle>>>,
-}
-
-impl Reuse {
-    /// Returns the connection to its pool (call once the response body has ended).
-    pub fn release(self) {
-        if self.tx.is_closed() {
-            return;
-        }
-        let now = Instant::now();
-        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
-        if idle.len() >= MAX_IDLE {
-            return;
-        }
-        idle.push(Idle {
-            tx: self.tx,
-            since: now,
-        });
+/// Returns `conn` to `pool` (its response has ended cleanly).
+pub fn release(pool: &Mutex<Vec<Idle>>, mut conn: Conn) {
+    conn.shrink_idle();
+    let since = Instant::now();
+    let mut idle = pool.lock().unwrap_or_else(|e| e.into_inner());
+    if idle.len() < MAX_IDLE {
+        idle.push(Idle { conn, since });
     }
 }
 
@@ -110,89 +88,70 @@ impl Pool {
         }
     }
 
-    /// Sends `req` on an idle connection, or a new one, and returns the response head with the
-    /// connection to [`Reuse::release`] when its body has ended.
-    ///
-    /// `upgrade` requests always get a new connection, which stays theirs: a 101 answer turns it
-    /// into the tunnel.
-    pub async fn send(
-        &self,
-        mut req: Request<Body>,
-        upgrade: bool,
-    ) -> Result<(Response<Incoming>, Option<Reuse>), SendError> {
-        if upgrade {
-            let mut tx = self.connect(true).await?;
-            let resp = tx.send_request(req).await.map_err(SendError::Http)?;
-            return Ok((resp, None));
-        }
-        let mut fresh_only = false;
+    /// Sends `req` on an idle connection, or a new one, and returns the response; its body
+    /// reads from the connection and returns it to this pool at its end.
+    pub async fn send(&self, req: Request<Body>) -> Result<Response<h1::ResponseBody>, SendError> {
+        let (head, mut body, method) = h1::encode_request(req);
+        let repeatable = body.is_none() && is_idempotent(&method);
+        let mut reused = self.checkout(!repeatable);
         loop {
-            let pooled = if fresh_only {
-                None
-            } else {
-                self.checkout().await
+            let was_pooled = reused.is_some();
+            let conn = match reused.take() {
+                Some(conn) => conn,
+                None => self.connect().await?,
             };
-            let (mut tx, fresh, replay) = match pooled {
-                Some((tx, idle_for)) => {
-                    let replay = (idle_for >= REPLAY_AFTER_IDLE)
-                        .then(|| replayable(&req))
-                        .flatten();
-                    (tx, false, replay)
+            match conn.exchange(&head, body.take(), &method).await {
+                Ok((resp, mut body)) => {
+                    body.return_to(self.idle.clone());
+                    return Ok(resp.map(|()| body));
                 }
-                None => (self.connect(false).await?, true, None),
-            };
-            match tx.try_send_request(req).await {
-                Ok(resp) => {
-                    let reuse = Reuse {
-                        tx,
-                        idle: self.idle.clone(),
-                    };
-                    return Ok((resp, Some(reuse)));
+                Err(h1::Error::NoResponse(e)) if was_pooled && repeatable => {
+                    debug!(upstream = %self.addr, error = %e, "pooled connection closed under a repeatable request; sending it again on a new one");
                 }
-                Err(mut e) => match (e.take_message(), replay) {
-                    // Closed before the request was written: try again on another connection.
-                    (Some(again), _) if !fresh => {
-                        debug!(upstream = %self.addr, "pooled connection was closed, retrying");
-                        req = again;
-                    }
-                    // Closed under a request that is safe to repeat: once more, on a new one.
-                    (None, Some(again)) => {
-                        debug!(upstream = %self.addr, error = %e.error(), "pooled connection failed, retrying on a new one");
-                        req = again;
-                        fresh_only = true;
-                    }
-                    _ => return Err(SendError::Http(e.into_error())),
-                },
+                Err(e) => return Err(SendError::Exchange(e)),
             }
         }
     }
 
-    /// The newest idle connection that is still open and ready, and how long it was idle.
-    async fn checkout(&self) -> Option<(SendRequest<Body>, Duration)> {
-        loop {
-            let Idle { mut tx, since } = {
-                let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
-                let newest = idle.pop()?;
-                if newest.since.elapsed() > self.idle_timeout {
-                    // Everything older is older still.
-                    idle.clear();
-                    return None;
-                }
-                newest
-            };
-            if tx.is_closed() {
+    /// Sends an upgrade request on a new connection driven by hyper, which hands over the
+    /// connection if the upstream answers 101.
+    pub async fn send_upgrade(&self, req: Request<Body>) -> Result<Response<Incoming>, SendError> {
+        let stream = self.connect_tcp().await?;
+        let (mut tx, conn) = hyper::client::conn::http1::Builder::new()
+            .handshake(TokioIo::new(stream))
+            .await
+            .map_err(SendError::Upgrade)?;
+        let addr = self.addr;
+        tokio::spawn(async move {
+            if let Err(e) = conn.with_upgrades().await {
+                debug!(upstream = %addr, error = %e, "upstream connection ended");
+            }
+        });
+        tx.send_request(req).await.map_err(SendError::Upgrade)
+    }
+
+    /// The newest idle connection not known to be closed; `strict` asks the kernel too.
+    fn checkout(&self, strict: bool) -> Option<Conn> {
+        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        while let Some(Idle { conn, since }) = idle.pop() {
+            if since.elapsed() > self.idle_timeout {
+                // Everything older is older still.
+                idle.clear();
+                return None;
+            }
+            if conn.is_closed(strict) {
                 continue;
             }
-            // Its last response has ended; the connection is ready as soon as hyper has seen
-            // that, or it has closed.
-            if tx.is_ready() || tx.ready().await.is_ok() {
-                return Some((tx, since.elapsed()));
-            }
+            return Some(conn);
         }
+        None
     }
 
-    /// A new connection, driven by a task of its own on this worker.
-    async fn connect(&self, upgrades: bool) -> Result<SendRequest<Body>, SendError> {
+    async fn connect(&self) -> Result<Conn, SendError> {
+        Ok(Conn::new(self.connect_tcp().await?))
+    }
+
+    async fn connect_tcp(&self) -> Result<TcpStream, SendError> {
         let stream = tokio::time::timeout(self.connect_timeout, TcpStream::connect(self.addr))
             .await
             .map_err(|_| {
@@ -203,44 +162,14 @@ impl Pool {
             })?
             .map_err(SendError::Connect)?;
         stream.set_nodelay(true).map_err(SendError::Connect)?;
-        let (tx, conn) = http1::Builder::new()
-            .handshake(TokioIo::new(stream))
-            .await
-            .map_err(SendError::Http)?;
-        let addr = self.addr;
-        if upgrades {
-            tokio::spawn(async move {
-                if let Err(e) = conn.with_upgrades().await {
-                    debug!(upstream = %addr, error = %e, "upstream connection ended");
-                }
-            });
-        } else {
-            tokio::spawn(async move {
-                if let Err(e) = conn.await {
-                    debug!(upstream = %addr, error = %e, "upstream connection ended");
-                }
-            });
-        }
-        Ok(tx)
+        Ok(stream)
     }
 }
 
-/// A copy of `req` to send again, if repeating it is safe: an idempotent method (RFC 9110
-/// §9.2.2) and no body.
-fn replayable(req: &Request<Body>) -> Option<Request<Body>> {
-    use http::Method;
-    use http_body::Body as _;
-    let idempotent = matches!(
-        *req.method(),
+/// Whether a request with `method` may be sent twice (RFC 9110 §9.2.2).
+fn is_idempotent(method: &Method) -> bool {
+    matches!(
+        *method,
         Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE
-    );
-    if !idempotent || !req.body().is_end_stream() {
-        return None;
-    }
-    let mut copy = Request::new(Body::empty());
-    *copy.method_mut() = req.method().clone();
-    *copy.uri_mut() = req.uri().clone();
-    *copy.version_mut() = req.version();
-    *copy.headers_mut() = req.headers().clone();
-    Some(copy)
+    )
 }

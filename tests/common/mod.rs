@@ -590,7 +590,16 @@ impl Conn {
         deadline(self.read_response_inner()).await
     }
 
+    /// Read the answer to a HEAD request: the head only, whatever its Content-Length says.
+    pub async fn read_head_response(&mut self) -> io::Result<Response> {
+        deadline(self.read_response_head(true)).await
+    }
+
     async fn read_response_inner(&mut self) -> io::Result<Response> {
+        self.read_response_head(false).await
+    }
+
+    async fn read_response_head(&mut self, head_only: bool) -> io::Result<Response> {
         let status_line = self.line().await?;
         if status_line.is_empty() {
             return Err(io::Error::new(
@@ -620,7 +629,7 @@ impl Conn {
             headers,
             body: String::new(),
         };
-        if status < 200 || status == 204 || status == 304 {
+        if head_only || status < 200 || status == 204 || status == 304 {
             return Ok(resp);
         }
         let mut body = Vec::new();
