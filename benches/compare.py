@@ -9,13 +9,15 @@
                                      the answer, then write READYFILE and hold them idle until
                                      SIGTERM
   compare.py report DIR OUT          read the TSVs compare.sh left in DIR (machine, settings,
-                                     help, notes, memory, rows; for the cold scenario cold-exec
-                                     and cold-podman, key<TAB>value from benches/load.sh cold and
-                                     benches/cold-backends.sh; cold-burst-rouse and -alone: run,
-                                     oha JSON, listen overflows; cold-burst-starts: run, "backend
-                                     ready" and "backend starting" log lines); write
-                                     compare.json, compare.md and latency.svg to OUT; print the
-                                     tables
+                                     help, notes, memory, rows (one line per row and round:
+                                     scenario, target, label, round, position in the round, oha
+                                     JSON, peak RSS KiB, 1 if reused); for the cold scenario
+                                     cold-exec and cold-podman, key<TAB>value from
+                                     benches/load.sh cold and benches/cold-backends.sh;
+                                     cold-burst-rouse and -alone: run, oha JSON, listen
+                                     overflows; cold-burst-starts: run, "backend ready" and
+                                     "backend starting" log lines); write compare.json,
+                                     compare.md and latency.svg to OUT; print the tables
 """
 
 import json
@@ -161,6 +163,39 @@ def oha_stats(path):
         "slowest_ms": None if summ.get("slowest") is None else summ["slowest"] * 1000.0,
         "status_200": codes.get("200", 0),
     }
+
+
+def lower_median_run(runs):
+    """The run with the median req/s (for an even count, the lower of the two middle runs)."""
+    return sorted(runs, key=lambda x: x["rps"])[(len(runs) - 1) // 2]
+
+
+def throughput_rows(d):
+    """rows.tsv (one line per row and round) -> one dict per row: the figures of its median run
+    (by req/s), the req/s spread, the peak RSS over the rounds and every round's figures in "runs"."""
+    groups = {}
+    for r in read_tsv(os.path.join(d, "rows.tsv")):
+        scen, target, label, rnd, seq, path, rss, reused = r
+        run = {"round": int(rnd), "json": os.path.basename(path), "rss_kib": kib(rss), "reused": reused == "1"}
+        run.update(oha_stats(path))
+        g = groups.setdefault((scen, target, label), {"seq": int(seq), "runs": []})
+        g["seq"] = min(g["seq"], int(seq))
+        g["runs"].append(run)
+    rows = []
+    for (scen, target, label), g in sorted(groups.items(), key=lambda kv: kv[1]["seq"]):
+        runs = sorted(g["runs"], key=lambda x: x["round"])
+        med = lower_median_run(runs)
+        row = {"scenario": scen, "target": target, "label": label,
+               "reused": all(x["reused"] for x in runs), "rounds": len(runs), "median_round": med["round"]}
+        row.update({k: v for k, v in med.items() if k not in ("round", "rss_kib", "reused")})
+        rss = [x["rss_kib"] for x in runs if x["rss_kib"]]
+        row["rss_kib"] = max(rss) if rss else None
+        row["rps_min"] = min(x["rps"] for x in runs)
+        row["rps_max"] = max(x["rps"] for x in runs)
+        row["success_pct_min"] = min(x["success_pct"] for x in runs)
+        row["runs"] = runs
+        rows.append(row)
+    return rows
 
 
 def ratio(a, b):
@@ -353,12 +388,8 @@ def cmd_report(d, out):
                     "conns_held": m[3] or "n/a", "hwm_kib": kib(m[4])}
                    for m in read_tsv(os.path.join(d, "memory.tsv"))],
     }
-    rows = [{"scenario": r[0], "target": r[1], "label": r[2], "json": r[3],
-             "rss_kib": kib(r[4]), "reused": r[5] == "1"}
-            for r in read_tsv(os.path.join(d, "rows.tsv"))]
-    for r in rows:
-        r.update(oha_stats(r["json"]))
-        r["json"] = os.path.basename(r["json"])
+    rows = throughput_rows(d)
+    rounds = int(num(meta["settings"].get("ROUNDS")) or 1)
     scenarios = []
     for r in rows:
         if r["scenario"] not in scenarios:
@@ -383,21 +414,36 @@ def cmd_report(d, out):
         json.dump(result, f, indent=2)
         f.write("\n")
 
+    # with ROUNDS > 1: the median run's req/s, p50, p99, and the spread over the rounds
+    spread = rounds > 1 or any(r["rounds"] > 1 for r in rows)
     header = ["target", "req/s", "p50 ms", "p99 ms", "success", "peak RSS MiB", "vs direct", "vs nginx"]
+    if spread:
+        header[1:2] = ["req/s (median)", "req/s min-max"]
 
     def cells(r):
         rps = f"{r['rps']:,.0f}"
         if r["scenario"].endswith("1mib"):
             rps += f" ({r['mib_per_s']:,.0f} MiB/s)"
-        return [r["label"] + (" *" if r.get("reused") else ""), rps, fmt_ms(r["p50_ms"]),
-                fmt_ms(r["p99_ms"]), f"{r['success_pct']:.2f}%", fmt_mib(r.get("rss_kib")),
-                fmt_ratio(r["vs_direct"]), fmt_ratio(r["vs_nginx"])]
+        c = [r["label"] + (" *" if r.get("reused") else ""), rps, fmt_ms(r["p50_ms"]),
+             fmt_ms(r["p99_ms"]), f"{r['success_pct_min']:.2f}%", fmt_mib(r.get("rss_kib")),
+             fmt_ratio(r["vs_direct"]), fmt_ratio(r["vs_nginx"])]
+        if spread:
+            sp = f"{r['rps_min']:,.0f}-{r['rps_max']:,.0f}"
+            if r["rps"]:
+                sp += f" ({100.0 * (r['rps_max'] - r['rps_min']) / r['rps']:.0f}%)"
+            if r["rounds"] != rounds:
+                sp += f" [{r['rounds']}/{rounds} runs]"
+            c.insert(2, sp)
+        return c
 
     # terminal
     lines = []
     for k, v in meta["machine"].items():
         lines.append(f"{k}: {v}")
     lines.append("settings: " + ", ".join(f"{k}={v}" for k, v in meta["settings"].items()))
+    if spread and rows:
+        lines.append(f"each row: {rounds} interleaved rounds; req/s, p50, p99 of the run with the median req/s; "
+                     "min-max (and (max-min)/median) of req/s over the rounds; success: lowest; peak RSS: highest")
     for s in scenarios:
         table = [header] + [cells(r) for r in rows if r["scenario"] == s]
         widths = [max(len(row[i]) for row in table) for i in range(len(header))]
@@ -435,7 +481,8 @@ def cmd_report(d, out):
                                    for i, (c, w) in enumerate(zip(row, widths))))
     if any(r.get("reused") for r in rows):
         lines.append("")
-        lines.append("* same oha run as the row of the same target in another scenario (not re-measured)")
+        lines.append("* same oha run" + ("s (round for round)" if spread else "")
+                     + " as the row of the same target in another scenario (not re-measured)")
     for n in meta.get("notes", []):
         lines.append("note: " + n)
     print("\n".join(lines))
@@ -505,12 +552,20 @@ def cmd_report(d, out):
             md.append(f"| {m['name']} | {fmt_mib(m.get('idle_kib'))} | {fmt_mib(m.get('conns_kib'))} | "
                       f"{m.get('conns_held', 'n/a')} | {fmt_mib(m.get('hwm_kib'))} |")
     if rows:
+        if spread:
+            md += ["", f"Every row was measured in {rounds} interleaved rounds (round 1 ran every row of every "
+                   "scenario, then round 2, ...). req/s, p50 and p99 come from one run: the one with the median "
+                   "req/s (for an even count, the lower of the two middle runs); req/s min-max is the spread over "
+                   "the rounds, in brackets (max - min) / median. success is the lowest over the rounds, peak RSS "
+                   "the highest. compare.json has every round's figures (`runs`)."]
         md += ["", "req/s ratios are against the `direct` and `nginx` rows of the same scenario. "
                "success = 2xx / (responses + errors); requests cut off by the -z deadline are not counted. "
-               "peak RSS: VmRSS of the target's process tree sampled every 50 ms during that row's run.",
-               "Rows marked * reuse the oha run of the same target and flags from another scenario."]
+               "peak RSS: VmRSS of the target's process tree sampled every 50 ms during that row's run"
+               + ("s." if spread else "."),
+               "Rows marked * reuse the oha run" + ("s (round for round)" if spread else "")
+               + " of the same target and flags from another scenario."]
     md += [f"- note: {n}" for n in meta.get("notes", [])]
-    md += ["", "Raw oha output: `compare-<scenario>-<target>.json` next to this file"
+    md += ["", "Raw oha output: `compare-<scenario>-<target>-r<round>.json` next to this file"
            + ("; chart: `latency.svg`." if any(r["scenario"] == "keepalive" for r in rows) else ".")]
     with open(os.path.join(out, "compare.md"), "w") as f:
         f.write("\n".join(md) + "\n")
@@ -550,7 +605,9 @@ def svg_chart(rows, meta):
          'font-family="sans-serif" font-size="12">',
          f'<rect width="{W}" height="{H}" fill="white"/>',
          f'<text x="{left}" y="22" font-size="15" font-weight="bold">Latency percentiles, warm keep-alive '
-         f'(oha -c 64 -z {esc(meta["settings"].get("DURATION"))})</text>',
+         f'(oha -c 64 -z {esc(meta["settings"].get("DURATION"))}'
+         + (f', the median of {esc(meta["settings"].get("ROUNDS"))} runs by req/s'
+            if int(num(meta["settings"].get("ROUNDS")) or 1) > 1 else "") + ')</text>',
          f'<text x="{left}" y="38" fill="#555">{esc(meta["machine"].get("machine", ""))}</text>']
     y = 0.0
     while y <= ymax + 1e-9:

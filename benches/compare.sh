@@ -1,6 +1,15 @@
 #!/usr/bin/env bash
-# One-run comparison: rouse vs nginx vs haproxy vs systemd-socket-proxyd vs the
+# One-command comparison: rouse vs nginx vs haproxy vs systemd-socket-proxyd vs the
 # backend itself, every scenario against every installed target, with oha.
+# Every throughput row is measured ROUNDS times, interleaved: round 1 runs all
+# rows of all scenarios in order, then round 2 runs them all again, and so on,
+# so that a slow drift of the machine hits every target alike. Per row, the
+# report shows the run with the median req/s (req/s, p50 and p99 all from that
+# one run; for an even ROUNDS the lower of the two middle runs), the spread of
+# req/s over the rounds (min-max) and the peak RSS over all rounds; compare.json
+# keeps every round's figures. A row marked * reuses another row's runs (same
+# target, URL and flags), round for round. The cold scenario and the memory
+# rows are not throughput rows: they run once.
 #
 #   benches/compare.sh
 #
@@ -39,11 +48,14 @@
 #                listen-queue overflows; for reference the same burst at the
 #                backend alone, already up
 # Memory: peak RSS of each target's process tree during each row (VmRSS
-# sampled every 50 ms; nginx = master + workers), and for the HTTP proxies the
-# RSS right after start and with IDLE_CONNS idle keep-alive connections open.
+# sampled every 50 ms, max over the rounds; nginx = master + workers), and for
+# the HTTP proxies the RSS right after start and with IDLE_CONNS idle
+# keep-alive connections open.
 #
 # Environment knobs:
-#   DURATION=10s      oha -z per row
+#   DURATION=10s      oha -z per run (a row takes ROUNDS runs, so the whole
+#                     run lasts about ROUNDS x rows x DURATION, plus cold)
+#   ROUNDS=3          interleaved rounds of every throughput row (see above)
 #   TARGETS="..."     subset of: direct rouse nginx haproxy socket-proxyd
 #   SCENARIOS="..."   subset of: keepalive newconn 1mib routes https tcp cold
 #   IDLE_CONNS=1000   idle connections for the memory row (0 skips it)
@@ -57,13 +69,15 @@
 #
 # Needs: cargo, curl, python3, oha; openssl for https; jq for cold. Results: a
 # table on stdout, target/bench/compare.{json,md}, target/bench/latency.svg
-# (latency percentiles of the keepalive scenario) and raw oha JSON as
-# target/bench/compare-<row>.json (cold: compare-cold-burst-{rouse,alone}-<run>
-# .json, and the helpers' own cold.{md,tsv} and cold-backends.{md,tsv}).
+# (latency percentiles of the keepalive scenario, median runs) and raw oha JSON
+# as target/bench/compare-<row>-r<round>.json (cold: compare-cold-burst-
+# {rouse,alone}-<run>.json, and the helpers' own cold.{md,tsv} and
+# cold-backends.{md,tsv}).
 set -euo pipefail
 export LC_ALL=C
 
 DURATION=${DURATION:-10s}
+ROUNDS=${ROUNDS:-3}
 IDLE_CONNS=${IDLE_CONNS:-1000}
 ITER=${ITER:-10}
 BURST=${BURST:-200}
@@ -108,6 +122,7 @@ SCENARIOS=" $SCENARIOS "
 want_t() { [[ $TARGETS == *" $1 "* ]]; }
 want_s() { local s; for s in "$@"; do [[ $SCENARIOS == *" $s "* ]] && return 0; done; return 1; }
 [[ $ITER =~ ^[1-9][0-9]*$ ]] || die "ITER must be a positive integer"
+[[ $ROUNDS =~ ^[1-9][0-9]*$ ]] || die "ROUNDS must be a positive integer"
 [[ $BURST =~ ^[1-9][0-9]*$ ]] || die "BURST must be a positive integer"
 
 for tool in curl python3; do command -v "$tool" >/dev/null || die "$tool is required"; done
@@ -302,6 +317,7 @@ first_line() { "$@" 2>&1 | head -n 1 || true; }
 } >"$TMP/machine.tsv"
 {
     printf 'DURATION\t%s\n' "$DURATION"
+    printf 'ROUNDS\t%s\n' "$ROUNDS"
     printf 'targets\t%s\n' "$(xargs <<<"$TARGETS")"
     printf 'scenarios\t%s\n' "$(xargs <<<"$SCENARIOS")"
     printf 'idle_conns\t%s\n' "$IDLE_CONNS"
@@ -649,38 +665,46 @@ fi
 OHA_BASE=(--no-tui --output-format json -t 10s --wait-ongoing-requests-after-deadline)
 : >"$TMP/rows.tsv"
 declare -A DONE_JSON DONE_RSS
+ROUND=0 # the round being measured (1..ROUNDS)
+SEQ=0   # the row's position in its round (orders the report's rows)
 rm -f "$OUT"/compare-*.json "$OUT/latency.svg"
 
 # row SCENARIO TARGET LABEL SERVICE KEY CONNS URL [OHA FLAGS...]
-# One oha run (warm-up first), RSS of SERVICE's process tree sampled meanwhile.
-# A KEY already measured (same target, URL and flags) is reused, not re-run.
+# One oha run of round ROUND (warm-up first, in round 1 only), RSS of SERVICE's
+# process tree sampled meanwhile; appends "SCENARIO TARGET LABEL ROUND SEQ JSON
+# RSS REUSED" to rows.tsv. A KEY already measured in this round (same target,
+# URL and flags) is reused, not re-run.
 row() {
-    local scen=$1 target=$2 label=$3 svc=$4 key=$5 conns=$6 url=$7 json pid sp rss
+    local scen=$1 target=$2 label=$3 svc=$4 key=$5 conns=$6 url=$7 json pid sp rss run
     shift 7
+    SEQ=$((SEQ + 1))
     if [[ -n ${DONE_JSON[$key]:-} ]]; then
-        printf '%s\t%s\t%s\t%s\t%s\t1\n' "$scen" "$target" "$label" "${DONE_JSON[$key]}" "${DONE_RSS[$key]}" >>"$TMP/rows.tsv"
+        printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t1\n' "$scen" "$target" "$label" "$ROUND" "$SEQ" \
+            "${DONE_JSON[$key]}" "${DONE_RSS[$key]}" >>"$TMP/rows.tsv"
         return 0
     fi
     pid=${SPID[$svc]}
-    json=$OUT/compare-$key.json
-    say "$scen: $label: oha -c $conns -z $DURATION $* $url"
-    "$OHA" "${OHA_BASE[@]}" -c "$conns" -n $((conns * 20)) "$@" "$url" >/dev/null 2>&1 || true
-    python3 "$HELPER" rss-peak "$pid" "$TMP/rss-$key" &
+    run=$key-r$ROUND
+    json=$OUT/compare-$run.json
+    say "round $ROUND/$ROUNDS: $scen: $label: oha -c $conns -z $DURATION $* $url"
+    ((ROUND > 1)) || "$OHA" "${OHA_BASE[@]}" -c "$conns" -n $((conns * 20)) "$@" "$url" >/dev/null 2>&1 || true
+    python3 "$HELPER" rss-peak "$pid" "$TMP/rss-$run" &
     sp=$!
     PIDS+=("$sp")
-    if ! "$OHA" "${OHA_BASE[@]}" -c "$conns" -z "$DURATION" "$@" "$url" >"$json" 2>"$TMP/oha-$key.log"; then
-        note "oha failed for $scen/$label: $(tail -n 1 "$TMP/oha-$key.log")"
+    if ! "$OHA" "${OHA_BASE[@]}" -c "$conns" -z "$DURATION" "$@" "$url" >"$json" 2>"$TMP/oha-$run.log"; then
+        note "oha failed for $scen/$label in round $ROUND: $(tail -n 1 "$TMP/oha-$run.log")"
         stop_pid "$sp"; forget "$sp"
         rm -f "$json"
         return 0
     fi
     stop_pid "$sp"
     forget "$sp"
-    rss=$(cat "$TMP/rss-$key" 2>/dev/null || echo 0)
-    kill -0 "$pid" 2>/dev/null || note "$svc (pid $pid) died during $scen/$label; see its log"
+    rss=$(cat "$TMP/rss-$run" 2>/dev/null || echo 0)
+    kill -0 "$pid" 2>/dev/null || note "$svc (pid $pid) died during $scen/$label in round $ROUND; see its log"
     DONE_JSON[$key]=$json
     DONE_RSS[$key]=$rss
-    printf '%s\t%s\t%s\t%s\t%s\t0\n' "$scen" "$target" "$label" "$json" "$rss" >>"$TMP/rows.tsv"
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t0\n' "$scen" "$target" "$label" "$ROUND" "$SEQ" \
+        "$json" "$rss" >>"$TMP/rows.tsv"
 }
 
 url() { echo "http://127.0.0.1:${SPORT[$1]}${2:-/}"; }
@@ -713,52 +737,61 @@ declare -A HELP=(
     [tcp-1mib]="L4 relays, 1 MiB response, -c 8"
 )
 
-! want_s keepalive || http_rows keepalive 64 /
-! want_s newconn || http_rows newconn 32 / --disable-keepalive
-! want_s 1mib || http_rows 1mib 8 /1m
+# throughput_round: every throughput row of every scenario, once (round ROUND).
+throughput_round() {
+    local mode conns flags path t svc p label
+    ! want_s keepalive || http_rows keepalive 64 /
+    ! want_s newconn || http_rows newconn 32 / --disable-keepalive
+    ! want_s 1mib || http_rows 1mib 8 /1m
 
-if want_s routes; then
-    ! want_t direct || row routes-1k direct "$DIRECT_LABEL" backend keepalive-direct 64 "$(url backend)" "${HH[@]}"
-    [[ -z ${SPID[nginx-http]:-} ]] || row routes-1k nginx "nginx proxy (1 server)" nginx-http keepalive-nginx 64 "$(url nginx-http)" "${HH[@]}"
-    if [[ -n ${SPID[rouse-1k]:-} ]]; then
-        row routes-1k rouse "rouse, 1 route" rouse-http keepalive-rouse 64 "$(url rouse-http)" "${HH[@]}"
-        row routes-1k rouse "rouse, 1k routes, Host = first route" rouse-1k routes-first 64 "$(url rouse-1k)" -H "Host: $ROUTES_FIRST"
-        row routes-1k rouse "rouse, 1k routes, Host = last route" rouse-1k routes-last 64 "$(url rouse-1k)" -H "Host: $ROUTES_LAST"
-        row routes-1k rouse "rouse, 1k routes, Host = wildcard match" rouse-1k routes-wildcard 64 "$(url rouse-1k)" -H "Host: $ROUTES_WILD"
+    if want_s routes; then
+        ! want_t direct || row routes-1k direct "$DIRECT_LABEL" backend keepalive-direct 64 "$(url backend)" "${HH[@]}"
+        [[ -z ${SPID[nginx-http]:-} ]] || row routes-1k nginx "nginx proxy (1 server)" nginx-http keepalive-nginx 64 "$(url nginx-http)" "${HH[@]}"
+        if [[ -n ${SPID[rouse-1k]:-} ]]; then
+            row routes-1k rouse "rouse, 1 route" rouse-http keepalive-rouse 64 "$(url rouse-http)" "${HH[@]}"
+            row routes-1k rouse "rouse, 1k routes, Host = first route" rouse-1k routes-first 64 "$(url rouse-1k)" -H "Host: $ROUTES_FIRST"
+            row routes-1k rouse "rouse, 1k routes, Host = last route" rouse-1k routes-last 64 "$(url rouse-1k)" -H "Host: $ROUTES_LAST"
+            row routes-1k rouse "rouse, 1k routes, Host = wildcard match" rouse-1k routes-wildcard 64 "$(url rouse-1k)" -H "Host: $ROUTES_WILD"
+        fi
     fi
-fi
 
-if want_s https; then
-    for mode in keepalive newconn; do
-        conns=64 flags=()
-        [[ $mode == keepalive ]] || { conns=32; flags=(--disable-keepalive); }
-        ! want_t direct || row "https-$mode" direct "direct (plain HTTP, reference)" backend "$mode-direct" "$conns" "$(url backend)" "${HH[@]}" "${flags[@]}"
-        for t in rouse nginx haproxy; do
-            svc=$t-tls
-            [[ -n ${SPID[$svc]:-} ]] || continue
-            p=${SPORT[$svc]}
-            label=$t
-            [[ $t != nginx ]] || label="nginx proxy"
-            row "https-$mode" "$t" "$label" "$svc" "https-$mode-$t" "$conns" "https://$HOST:$p/" \
-                --insecure --connect-to "$HOST:$p:127.0.0.1:$p" "${flags[@]}"
+    if want_s https; then
+        for mode in keepalive newconn; do
+            conns=64 flags=()
+            [[ $mode == keepalive ]] || { conns=32; flags=(--disable-keepalive); }
+            ! want_t direct || row "https-$mode" direct "direct (plain HTTP, reference)" backend "$mode-direct" "$conns" "$(url backend)" "${HH[@]}" "${flags[@]}"
+            for t in rouse nginx haproxy; do
+                svc=$t-tls
+                [[ -n ${SPID[$svc]:-} ]] || continue
+                p=${SPORT[$svc]}
+                label=$t
+                [[ $t != nginx ]] || label="nginx proxy"
+                row "https-$mode" "$t" "$label" "$svc" "https-$mode-$t" "$conns" "https://$HOST:$p/" \
+                    --insecure --connect-to "$HOST:$p:127.0.0.1:$p" "${flags[@]}"
+            done
         done
-    done
-fi
+    fi
 
-if want_s tcp; then
-    for mode in keepalive newconn 1mib; do
-        conns=64 flags=() path=/
-        case $mode in
-            newconn) conns=32 flags=(--disable-keepalive) ;;
-            1mib) conns=8 path=/1m ;;
-        esac
-        ! want_t direct || row "tcp-$mode" direct "$DIRECT_LABEL" backend "$mode-direct" "$conns" "$(url backend "$path")" "${HH[@]}" "${flags[@]}"
-        [[ -z ${SPID[rouse-tcp]:-} ]] || row "tcp-$mode" rouse "rouse (tcp listener)" rouse-tcp "tcp-$mode-rouse" "$conns" "$(url rouse-tcp "$path")" "${HH[@]}" "${flags[@]}"
-        [[ -z ${SPID[nginx-stream]:-} ]] || row "tcp-$mode" nginx "nginx (stream)" nginx-stream "tcp-$mode-nginx" "$conns" "$(url nginx-stream "$path")" "${HH[@]}" "${flags[@]}"
-        [[ -z ${SPID[haproxy-tcp]:-} ]] || row "tcp-$mode" haproxy "haproxy (mode tcp)" haproxy-tcp "tcp-$mode-haproxy" "$conns" "$(url haproxy-tcp "$path")" "${HH[@]}" "${flags[@]}"
-        [[ -z ${SPID[proxyd]:-} ]] || row "tcp-$mode" socket-proxyd "socket-proxyd" proxyd "$mode-socket-proxyd" "$conns" "$(url proxyd "$path")" "${HH[@]}" "${flags[@]}"
-    done
-fi
+    if want_s tcp; then
+        for mode in keepalive newconn 1mib; do
+            conns=64 flags=() path=/
+            case $mode in
+                newconn) conns=32 flags=(--disable-keepalive) ;;
+                1mib) conns=8 path=/1m ;;
+            esac
+            ! want_t direct || row "tcp-$mode" direct "$DIRECT_LABEL" backend "$mode-direct" "$conns" "$(url backend "$path")" "${HH[@]}" "${flags[@]}"
+            [[ -z ${SPID[rouse-tcp]:-} ]] || row "tcp-$mode" rouse "rouse (tcp listener)" rouse-tcp "tcp-$mode-rouse" "$conns" "$(url rouse-tcp "$path")" "${HH[@]}" "${flags[@]}"
+            [[ -z ${SPID[nginx-stream]:-} ]] || row "tcp-$mode" nginx "nginx (stream)" nginx-stream "tcp-$mode-nginx" "$conns" "$(url nginx-stream "$path")" "${HH[@]}" "${flags[@]}"
+            [[ -z ${SPID[haproxy-tcp]:-} ]] || row "tcp-$mode" haproxy "haproxy (mode tcp)" haproxy-tcp "tcp-$mode-haproxy" "$conns" "$(url haproxy-tcp "$path")" "${HH[@]}" "${flags[@]}"
+            [[ -z ${SPID[proxyd]:-} ]] || row "tcp-$mode" socket-proxyd "socket-proxyd" proxyd "$mode-socket-proxyd" "$conns" "$(url proxyd "$path")" "${HH[@]}" "${flags[@]}"
+        done
+    fi
+}
+
+for ((ROUND = 1; ROUND <= ROUNDS; ROUND++)); do
+    DONE_JSON=() DONE_RSS=() SEQ=0
+    throughput_round
+done
 
 # --- cold start -----------------------------------------------------------------------
 # run_child NAME CMD...: run a helper script to its end, in the background so that the
