@@ -23,8 +23,10 @@
 //! - [`backend`]: the `Backend`/`Instance` traits and shared-resource claims; one file per kind:
 //!   [`backend::exec`] (commands), [`backend::systemd`] (units over D-Bus),
 //!   [`backend::container`] (podman and Docker containers over their REST APIs).
-//! - [`proxy`]: the upstream connection pools and the body type; [`proxy::http`] forwards HTTP,
-//!   [`proxy::tcp`] relays raw TCP and TLS passthrough (SNI read from the ClientHello).
+//! - [`proxy`]: the upstream connection pools and the body type; [`proxy::http`] forwards HTTP
+//!   (HTTP/1.1 upstreams through a small client that runs in the request's own task, h2 ones
+//!   through hyper's), [`proxy::tcp`] relays raw TCP and TLS passthrough (SNI read from the
+//!   ClientHello).
 //! - [`tls`]: certificates per SNI for `https` listeners, re-read on SIGHUP.
 //! - [`error`]: every error a client can see, and its single mapping to a status code.
 //! - [`notify`]: `sd_notify` messages to systemd (`READY=1`, `STOPPING=1`, `STATUS=`).

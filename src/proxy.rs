@@ -1,8 +1,11 @@
-//! Forwarding to upstreams: the pooled client of a ready backend and the body type rouse answers
-//! with.
+//! Forwarding to upstreams: the connection pools of a ready backend and the body type rouse
+//! answers with.
 //!
-//! [`http`] rewrites and forwards one request. This file holds what the rest of the crate needs
-//! to name: [`Upstream`] (where a ready route forwards to) and [`Body`] (proxied or synthetic).
+//! [`http`] rewrites and forwards one request. HTTP/1.1 upstreams are spoken to by `h1`, from
+//! the request's own task, over connections kept by `pool` (one pool per worker thread); h2c and
+//! h2 upstreams, and upgrade requests, go through hyper's client. This file holds what the rest
+//! of the crate needs to name: [`Upstream`] (where a ready route forwards to) and [`Body`]
+//! (streamed or synthetic).
 
 mod h1;
 pub mod http;
