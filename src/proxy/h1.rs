@@ -32,8 +32,12 @@ use super::pool::Idle;
 pub const MAX_HEAD: usize = 64 * 1024;
 /// The most headers a response head may have.
 const MAX_HEADERS: usize = 128;
-/// How much is read at a time for a response body.
-const READ_CHUNK: usize = 64 * 1024;
+/// How much is read at a time for a response body: the first read, and the most. Each read
+/// that fills its room doubles the next (a large body then moves in few, large reads, as
+/// the upstream can deliver it); a read that does not fill it tells tokio the socket is
+/// drained, which lets an idle pooled connection be known open without a system call.
+const FIRST_READ: usize = 64 * 1024;
+const MAX_READ: usize = 512 * 1024;
 /// The longest chunk-size line (with extensions) and the largest trailer section accepted.
 const MAX_CHUNK_LINE: usize = 4096;
 
@@ -42,6 +46,9 @@ const MAX_CHUNK_LINE: usize = 4096;
 pub struct Conn {
     io: TcpStream,
     buf: BytesMut,
+    /// Room made for the next body read; kept across responses, so a connection that carries
+    /// large bodies keeps reading them in large pieces.
+    read_size: usize,
 }
 
 /// Why an exchange failed.
@@ -89,6 +96,7 @@ impl Conn {
         Conn {
             io,
             buf: BytesMut::new(),
+            read_size: FIRST_READ,
         }
     }
 
@@ -529,11 +537,20 @@ impl ResponseBody {
         let Some(conn) = self.conn.as_mut() else {
             return Poll::Ready(Ok(0));
         };
-        // Always room for a full chunk: a read that does not fill the buffer tells tokio the
-        // socket is drained, so an idle pooled connection is known open without a system call.
-        conn.buf.reserve(READ_CHUNK);
+        let room = conn.read_size;
+        if conn.buf.is_empty() {
+            // The last chunk went out as `Bytes` sharing this buffer: start a new one rather
+            // than have `reserve` grow (and copy) the old.
+            conn.buf = BytesMut::with_capacity(room);
+        } else {
+            conn.buf.reserve(room);
+        }
         let read = std::pin::pin!(conn.io.read_buf(&mut conn.buf));
-        read.poll(cx)
+        let n = ready!(read.poll(cx))?;
+        if n >= room {
+            conn.read_size = (room * 2).min(MAX_READ);
+        }
+        Poll::Ready(Ok(n))
     }
 
     /// Takes what the buffer holds of the body: data, the end, or `None` for "read more".
