@@ -2,8 +2,13 @@
 """Helpers for benches/compare.sh (standard library only).
 
   compare.py rss PID                 print the RSS (KiB) of PID and its descendants, once
-  compare.py rss-peak PID OUTFILE    sample that sum every 50 ms until SIGTERM, then write the
-                                     peak (KiB) to OUTFILE
+  compare.py rss-peak PID OUTFILE [READYFILE]
+                                     sample that sum every 50 ms until SIGTERM, and the CPU time
+                                     (user + system) of the same process tree; write READYFILE
+                                     after the first sample; at SIGTERM write OUTFILE: the peak
+                                     (KiB), the CPU seconds used between the first and the last
+                                     sample, and "procs N appeared A exited E" (one a line; see
+                                     cmd_rss_peak)
   compare.py hold ADDR PORT N HOST READYFILE
                                      open N keep-alive connections, send one GET on each, read
                                      the answer, then write READYFILE and hold them idle until
@@ -11,7 +16,8 @@
   compare.py report DIR OUT          read the TSVs compare.sh left in DIR (machine, settings,
                                      help, notes, memory, rows (one line per row and round:
                                      scenario, target, label, round, position in the round, oha
-                                     JSON, peak RSS KiB, 1 if reused); for the cold scenario
+                                     JSON, peak RSS KiB, 1 if reused, CPU seconds of the target's
+                                     process tree during the run); for the cold scenario
                                      cold-exec and cold-podman, key<TAB>value from
                                      benches/load.sh cold and benches/cold-backends.sh;
                                      cold-burst-rouse and -alone: run, oha JSON, listen
@@ -75,18 +81,83 @@ def cmd_rss(pid, key="VmRSS"):
     print(tree_kib(int(pid), key))
 
 
-def cmd_rss_peak(pid, outfile):
+def stat_ticks(pid):
+    """(start time, utime + stime) of pid from /proc/PID/stat, in clock ticks, or None if it is gone.
+    utime and stime of a process cover all its threads, exited ones included."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            s = f.read()
+    except OSError:
+        return None
+    # comm (field 2) may contain spaces and parentheses: split after the last ")"
+    rest = s[s.rindex(")") + 2:].split()
+    # rest[0] is field 3 (state): utime = field 14, stime = 15, starttime = 22
+    return int(rest[19]), int(rest[11]) + int(rest[12])
+
+
+def uptime_ticks(hz):
+    try:
+        with open("/proc/uptime") as f:
+            return float(f.read().split()[0]) * hz
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def cmd_rss_peak(pid, outfile, readyfile=None):
+    """Sample the tree of pid every 50 ms until SIGTERM or SIGINT: peak VmRSS sum, and the CPU time
+    (user + system) the tree used between the first sample and the last. OUTFILE gets three lines:
+    peak KiB; CPU seconds (empty if pid was gone at the start); "procs N appeared A exited E"
+    (processes of the tree seen, started during the sampling, gone before its end).
+
+    CPU: every process is identified by (pid, start time); it counts its utime + stime at its last
+    sample minus at its first. A process already there at the first sample starts from that
+    reading; one that appears later and started after the first sample starts from 0, so all its
+    CPU counts; one that exits counts up to its last sample (at most 50 ms of its CPU are lost, and
+    its ticks do not count again through its parent's cutime); one that starts and exits between
+    two samples is missed. READYFILE, if given, is written once the first sample is taken."""
     pid = int(pid)
-    peak = 0
+    hz = os.sysconf("SC_CLK_TCK")
     stop = []
     signal.signal(signal.SIGTERM, lambda *_: stop.append(1))
     signal.signal(signal.SIGINT, lambda *_: stop.append(1))
+    procs = {}  # (pid, starttime) -> [ticks at first sample, ticks at last sample]
+    peak = 0
+    seen_now = set()  # the processes of the latest sample
+
+    def sample(first=False):
+        nonlocal peak, seen_now
+        rss = 0
+        seen_now = set()
+        for p in tree(pid):
+            rss += status_kib(p, "VmRSS")
+            st = stat_ticks(p)
+            if st is None:
+                continue
+            key = (p, st[0])
+            seen_now.add(key)
+            if key in procs:
+                procs[key][1] = st[1]
+            else:
+                born_after = not first and t0 is not None and st[0] > t0
+                procs[key] = [0 if born_after else st[1], st[1]]
+        peak = max(peak, rss)
+
+    t0 = uptime_ticks(hz)
+    sample(first=True)
+    alive_at_start = bool(procs)
+    at_start = set(procs)
+    if readyfile:
+        with open(readyfile, "w") as f:
+            f.write("ready\n")
     while not stop:
-        peak = max(peak, tree_kib(pid))
         time.sleep(0.05)
-    peak = max(peak, tree_kib(pid))
+        sample()
+    ticks = sum(last - first for first, last in procs.values())
+    cpu = f"{ticks / hz:.3f}" if alive_at_start else ""
+    appeared = len(set(procs) - at_start)
+    exited = len(set(procs) - seen_now)
     with open(outfile, "w") as f:
-        f.write(f"{peak}\n")
+        f.write(f"{peak}\n{cpu}\nprocs {len(procs)} appeared {appeared} exited {exited}\n")
 
 
 # ------------------------------------------------------- idle connections ---
@@ -157,6 +228,7 @@ def oha_stats(path):
         "p99_9_ms": ms("p99.9"),
         "success_pct": 100.0 * ok / (responses + errors) if responses + errors else 0.0,
         "ok": ok,
+        "responses": responses,
         "errors": errors,
         "error_kinds": errs,
         "mib_per_s": (summ.get("sizePerSec") or 0.0) / 1048576.0,
@@ -172,12 +244,18 @@ def lower_median_run(runs):
 
 def throughput_rows(d):
     """rows.tsv (one line per row and round) -> one dict per row: the figures of its median run
-    (by req/s), the req/s spread, the peak RSS over the rounds and every round's figures in "runs"."""
+    (by req/s, CPU per request included), the req/s spread, the peak RSS over the rounds and every
+    round's figures in "runs"."""
     groups = {}
     for r in read_tsv(os.path.join(d, "rows.tsv")):
-        scen, target, label, rnd, seq, path, rss, reused = r
+        scen, target, label, rnd, seq, path, rss, reused = r[:8]
+        cpu = num(r[8]) if len(r) > 8 else None
         run = {"round": int(rnd), "json": os.path.basename(path), "rss_kib": kib(rss), "reused": reused == "1"}
         run.update(oha_stats(path))
+        # CPU seconds of the target's process tree during the run, per response oha got
+        run["cpu_s"] = cpu
+        run["cpu_us_per_req"] = (round(cpu * 1e6 / run["responses"], 2)
+                                 if cpu is not None and run["responses"] else None)
         g = groups.setdefault((scen, target, label), {"seq": int(seq), "runs": []})
         g["seq"] = min(g["seq"], int(seq))
         g["runs"].append(run)
@@ -193,6 +271,9 @@ def throughput_rows(d):
         row["rps_min"] = min(x["rps"] for x in runs)
         row["rps_max"] = max(x["rps"] for x in runs)
         row["success_pct_min"] = min(x["success_pct"] for x in runs)
+        cpus = [x["cpu_us_per_req"] for x in runs if x["cpu_us_per_req"] is not None]
+        row["cpu_us_per_req_min"] = min(cpus) if cpus else None
+        row["cpu_us_per_req_max"] = max(cpus) if cpus else None
         row["runs"] = runs
         rows.append(row)
     return rows
@@ -208,6 +289,10 @@ def fmt_ratio(r):
 
 def fmt_ms(v):
     return "n/a" if v is None else f"{v:.3f}"
+
+
+def fmt_us(v):
+    return "n/a" if v is None else (f"{v:,.0f}" if v >= 1000 else f"{v:.1f}")
 
 
 def fmt_mib(kib):
@@ -377,6 +462,11 @@ def cold_tables(cold):
     return out
 
 
+CPU_LEGEND = ("CPU µs/req: user + system CPU time of the target's whole process tree (all threads; nginx master + "
+              "workers) during the measured run, divided by the responses oha got; direct: the backend's own. It "
+              "depends less than req/s on how the cores are shared with oha and the backend.")
+
+
 def cmd_report(d, out):
     meta = {
         "out": out,
@@ -416,7 +506,7 @@ def cmd_report(d, out):
 
     # with ROUNDS > 1: the median run's req/s, p50, p99, and the spread over the rounds
     spread = rounds > 1 or any(r["rounds"] > 1 for r in rows)
-    header = ["target", "req/s", "p50 ms", "p99 ms", "success", "peak RSS MiB", "vs direct", "vs nginx"]
+    header = ["target", "req/s", "p50 ms", "p99 ms", "success", "CPU µs/req", "peak RSS MiB", "vs direct", "vs nginx"]
     if spread:
         header[1:2] = ["req/s (median)", "req/s min-max"]
 
@@ -425,7 +515,8 @@ def cmd_report(d, out):
         if r["scenario"].endswith("1mib"):
             rps += f" ({r['mib_per_s']:,.0f} MiB/s)"
         c = [r["label"] + (" *" if r.get("reused") else ""), rps, fmt_ms(r["p50_ms"]),
-             fmt_ms(r["p99_ms"]), f"{r['success_pct_min']:.2f}%", fmt_mib(r.get("rss_kib")),
+             fmt_ms(r["p99_ms"]), f"{r['success_pct_min']:.2f}%", fmt_us(r.get("cpu_us_per_req")),
+             fmt_mib(r.get("rss_kib")),
              fmt_ratio(r["vs_direct"]), fmt_ratio(r["vs_nginx"])]
         if spread:
             sp = f"{r['rps_min']:,.0f}-{r['rps_max']:,.0f}"
@@ -442,8 +533,11 @@ def cmd_report(d, out):
         lines.append(f"{k}: {v}")
     lines.append("settings: " + ", ".join(f"{k}={v}" for k, v in meta["settings"].items()))
     if spread and rows:
-        lines.append(f"each row: {rounds} interleaved rounds; req/s, p50, p99 of the run with the median req/s; "
-                     "min-max (and (max-min)/median) of req/s over the rounds; success: lowest; peak RSS: highest")
+        lines.append(f"each row: {rounds} interleaved rounds; req/s, p50, p99, CPU µs/req of the run with the "
+                     "median req/s; min-max (and (max-min)/median) of req/s over the rounds; success: lowest; "
+                     "peak RSS: highest")
+    if rows:
+        lines.append(CPU_LEGEND)
     for s in scenarios:
         table = [header] + [cells(r) for r in rows if r["scenario"] == s]
         widths = [max(len(row[i]) for row in table) for i in range(len(header))]
@@ -554,14 +648,22 @@ def cmd_report(d, out):
     if rows:
         if spread:
             md += ["", f"Every row was measured in {rounds} interleaved rounds (round 1 ran every row of every "
-                   "scenario, then round 2, ...). req/s, p50 and p99 come from one run: the one with the median "
-                   "req/s (for an even count, the lower of the two middle runs); req/s min-max is the spread over "
-                   "the rounds, in brackets (max - min) / median. success is the lowest over the rounds, peak RSS "
-                   "the highest. compare.json has every round's figures (`runs`)."]
+                   "scenario, then round 2, ...). req/s, p50, p99 and CPU µs/req come from one run: the one with "
+                   "the median req/s (for an even count, the lower of the two middle runs); req/s min-max is the "
+                   "spread over the rounds, in brackets (max - min) / median. success is the lowest over the "
+                   "rounds, peak RSS the highest. compare.json has every round's figures (`runs`)."]
         md += ["", "req/s ratios are against the `direct` and `nginx` rows of the same scenario. "
                "success = 2xx / (responses + errors); requests cut off by the -z deadline are not counted. "
                "peak RSS: VmRSS of the target's process tree sampled every 50 ms during that row's run"
                + ("s." if spread else "."),
+               "CPU µs/req: the CPU time (user + system, all threads) of the target's process tree (nginx: master "
+               "+ workers; for `direct`, the backend itself) from just before to just after the measured oha run, "
+               "divided by the number of responses oha got in that run"
+               + (" (the median run's, like req/s; compare.json has every round's `cpu_s` and `cpu_us_per_req`)"
+                  if spread else "")
+               + ". Clock-tick resolution (1/SC_CLK_TCK s per process). It measures the proxy's cost per request "
+               "and is less sensitive than req/s to how the cores are shared between oha, the proxy and the "
+               "backend: a proxy that gets less CPU serves fewer req/s but uses about as much CPU per request.",
                "Rows marked * reuse the oha run" + ("s (round for round)" if spread else "")
                + " of the same target and flags from another scenario."]
     md += [f"- note: {n}" for n in meta.get("notes", [])]

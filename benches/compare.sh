@@ -4,12 +4,12 @@
 # Every throughput row is measured ROUNDS times, interleaved: round 1 runs all
 # rows of all scenarios in order, then round 2 runs them all again, and so on,
 # so that a slow drift of the machine hits every target alike. Per row, the
-# report shows the run with the median req/s (req/s, p50 and p99 all from that
-# one run; for an even ROUNDS the lower of the two middle runs), the spread of
-# req/s over the rounds (min-max) and the peak RSS over all rounds; compare.json
-# keeps every round's figures. A row marked * reuses another row's runs (same
-# target, URL and flags), round for round. The cold scenario and the memory
-# rows are not throughput rows: they run once.
+# report shows the run with the median req/s (req/s, p50, p99 and CPU µs/req
+# all from that one run; for an even ROUNDS the lower of the two middle runs),
+# the spread of req/s over the rounds (min-max) and the peak RSS over all
+# rounds; compare.json keeps every round's figures. A row marked * reuses
+# another row's runs (same target, URL and flags), round for round. The cold
+# scenario and the memory rows are not throughput rows: they run once.
 #
 #   benches/compare.sh
 #
@@ -51,6 +51,11 @@
 # sampled every 50 ms, max over the rounds; nginx = master + workers), and for
 # the HTTP proxies the RSS right after start and with IDLE_CONNS idle
 # keep-alive connections open.
+# CPU µs/req: the CPU time (user + system, all threads, /proc/PID/stat ticks)
+# of the target's process tree (nginx master + workers; for direct, the
+# backend itself) from just before to just after the measured oha run,
+# divided by the responses oha got. CPU per request is less sensitive than
+# req/s to how the cores are shared between oha, the proxy and the backend.
 #
 # Environment knobs:
 #   DURATION=10s      oha -z per run (a row takes ROUNDS runs, so the whole
@@ -664,23 +669,24 @@ fi
 # --- measurement --------------------------------------------------------------------
 OHA_BASE=(--no-tui --output-format json -t 10s --wait-ongoing-requests-after-deadline)
 : >"$TMP/rows.tsv"
-declare -A DONE_JSON DONE_RSS
+declare -A DONE_JSON DONE_RSS DONE_CPU
 ROUND=0 # the round being measured (1..ROUNDS)
 SEQ=0   # the row's position in its round (orders the report's rows)
 rm -f "$OUT"/compare-*.json "$OUT/latency.svg"
 
 # row SCENARIO TARGET LABEL SERVICE KEY CONNS URL [OHA FLAGS...]
-# One oha run of round ROUND (warm-up first, in round 1 only), RSS of SERVICE's
-# process tree sampled meanwhile; appends "SCENARIO TARGET LABEL ROUND SEQ JSON
-# RSS REUSED" to rows.tsv. A KEY already measured in this round (same target,
-# URL and flags) is reused, not re-run.
+# One oha run of round ROUND (warm-up first, in round 1 only); meanwhile the
+# RSS of SERVICE's process tree is sampled and its CPU time (user + system)
+# taken from just before oha starts to just after it ends; appends "SCENARIO
+# TARGET LABEL ROUND SEQ JSON RSS REUSED CPU-SECONDS" to rows.tsv. A KEY already
+# measured in this round (same target, URL and flags) is reused, not re-run.
 row() {
-    local scen=$1 target=$2 label=$3 svc=$4 key=$5 conns=$6 url=$7 json pid sp rss run
+    local scen=$1 target=$2 label=$3 svc=$4 key=$5 conns=$6 url=$7 json pid sp rss cpu procs run i
     shift 7
     SEQ=$((SEQ + 1))
     if [[ -n ${DONE_JSON[$key]:-} ]]; then
-        printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t1\n' "$scen" "$target" "$label" "$ROUND" "$SEQ" \
-            "${DONE_JSON[$key]}" "${DONE_RSS[$key]}" >>"$TMP/rows.tsv"
+        printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t1\t%s\n' "$scen" "$target" "$label" "$ROUND" "$SEQ" \
+            "${DONE_JSON[$key]}" "${DONE_RSS[$key]}" "${DONE_CPU[$key]}" >>"$TMP/rows.tsv"
         return 0
     fi
     pid=${SPID[$svc]}
@@ -688,9 +694,17 @@ row() {
     json=$OUT/compare-$run.json
     say "round $ROUND/$ROUNDS: $scen: $label: oha -c $conns -z $DURATION $* $url"
     ((ROUND > 1)) || "$OHA" "${OHA_BASE[@]}" -c "$conns" -n $((conns * 20)) "$@" "$url" >/dev/null 2>&1 || true
-    python3 "$HELPER" rss-peak "$pid" "$TMP/rss-$run" &
+    # the sampler takes its first CPU reading before oha starts (it writes the
+    # ready file then), and its last one when stop_pid sends it SIGTERM
+    python3 "$HELPER" rss-peak "$pid" "$TMP/rss-$run" "$TMP/rss-$run.ready" &
     sp=$!
     PIDS+=("$sp")
+    for ((i = 0; i < 500; i++)); do
+        [[ -e $TMP/rss-$run.ready ]] && break
+        kill -0 "$sp" 2>/dev/null || break
+        nap 0.01
+    done
+    [[ -e $TMP/rss-$run.ready ]] || note "rss/cpu sampler not ready for $scen/$label in round $ROUND"
     if ! "$OHA" "${OHA_BASE[@]}" -c "$conns" -z "$DURATION" "$@" "$url" >"$json" 2>"$TMP/oha-$run.log"; then
         note "oha failed for $scen/$label in round $ROUND: $(tail -n 1 "$TMP/oha-$run.log")"
         stop_pid "$sp"; forget "$sp"
@@ -699,12 +713,19 @@ row() {
     fi
     stop_pid "$sp"
     forget "$sp"
-    rss=$(cat "$TMP/rss-$run" 2>/dev/null || echo 0)
+    # the sampler's file: peak RSS KiB, CPU seconds, "procs N appeared A exited E"
+    rss=0 cpu='' procs=''
+    { read -r rss && read -r cpu && read -r procs; } 2>/dev/null <"$TMP/rss-$run" || true
+    [[ $rss =~ ^[0-9]+$ ]] || rss=0
+    [[ $cpu =~ ^[0-9]+(\.[0-9]+)?$ ]] || cpu=
+    [[ -z $procs || $procs == *" appeared 0 exited 0" ]] ||
+        note "$scen/$label, round $ROUND: the process tree changed during the run ($procs); CPU: a process counts up to its last 50 ms sample"
     kill -0 "$pid" 2>/dev/null || note "$svc (pid $pid) died during $scen/$label in round $ROUND; see its log"
     DONE_JSON[$key]=$json
     DONE_RSS[$key]=$rss
-    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t0\n' "$scen" "$target" "$label" "$ROUND" "$SEQ" \
-        "$json" "$rss" >>"$TMP/rows.tsv"
+    DONE_CPU[$key]=$cpu
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t0\t%s\n' "$scen" "$target" "$label" "$ROUND" "$SEQ" \
+        "$json" "$rss" "$cpu" >>"$TMP/rows.tsv"
 }
 
 url() { echo "http://127.0.0.1:${SPORT[$1]}${2:-/}"; }
@@ -789,7 +810,7 @@ throughput_round() {
 }
 
 for ((ROUND = 1; ROUND <= ROUNDS; ROUND++)); do
-    DONE_JSON=() DONE_RSS=() SEQ=0
+    DONE_JSON=() DONE_RSS=() DONE_CPU=() SEQ=0
     throughput_round
 done
 
