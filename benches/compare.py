@@ -13,6 +13,8 @@
                                      open N keep-alive connections, send one GET on each, read
                                      the answer, then write READYFILE and hold them idle until
                                      SIGTERM
+  compare.py targets JSON [OUT]      check the project's performance targets against a
+                                     compare.json; print (and write to OUT) a Markdown table
   compare.py report DIR OUT          read the TSVs compare.sh left in DIR (machine, settings,
                                      help, notes, memory, rows (one line per row and round:
                                      scenario, target, label, round, position in the round, oha
@@ -743,8 +745,135 @@ def svg_chart(rows, meta):
     return "\n".join(o) + "\n"
 
 
+def cmd_targets(json_path, out=None):
+    """The project's performance targets, checked against one compare.json; Markdown table.
+
+    Each line names the target, what this run measured, and whether it was met. A target
+    whose rows are missing (target not installed, scenario not run) says so."""
+    with open(json_path) as f:
+        d = json.load(f)
+    rows = d.get("rows", [])
+
+    def find(scen, target=None, label=None):
+        for r in rows:
+            if r.get("scenario") != scen:
+                continue
+            if target is not None and r.get("target") != target:
+                continue
+            if label is not None and label not in r.get("label", ""):
+                continue
+            return r
+        return None
+
+    lines = []
+
+    def add(name, measured, met):
+        mark = "n/a" if met is None else ("yes" if met else "**no**")
+        lines.append(f"| {name} | {measured} | {mark} |")
+
+    def rps(r):
+        return f"{r['rps']:,.0f}"
+
+    for scen, what, need in (
+        ("keepalive", "keep-alive, small body", 1.1),
+        ("newconn", "new connection per request", 1.1),
+        ("1mib", "1 MiB responses", 1.2),
+        ("https-keepalive", "HTTPS keep-alive", None),
+        ("https-newconn", "HTTPS, TLS handshake per request", None),
+    ):
+        ro = find(scen, "rouse")
+        if ro is None:
+            continue
+        for other in ("nginx", "haproxy"):
+            if other == "haproxy" and scen == "1mib":
+                continue
+            o = find(scen, other)
+            if o is None:
+                add(f"{what}: rouse vs {other}", f"{other} not measured", None)
+                continue
+            ratio = ro["rps"] / o["rps"] if o.get("rps") else 0
+            p99_ok = ro["p99_ms"] <= o["p99_ms"]
+            measured = (
+                f"{rps(ro)} vs {rps(o)} req/s = **{ratio:.2f}x**; "
+                f"p99 {ro['p99_ms']:.2f} vs {o['p99_ms']:.2f} ms"
+            )
+            if ro.get("cpu_us_per_req") and o.get("cpu_us_per_req"):
+                measured += f"; CPU {ro['cpu_us_per_req']:.1f} vs {o['cpu_us_per_req']:.1f} µs/req"
+            if need is None:
+                add(f"{what}: rouse vs {other} (no target)", measured, None)
+            else:
+                p99_needed = scen != "1mib"
+                met = ratio >= need and (p99_ok or not p99_needed)
+                goal = f">= {need}x {other}" + (", p99 no worse" if p99_needed else "")
+                add(f"{what}: rouse {goal}", measured, met)
+    for scen, what in (("tcp-keepalive", "keep-alive"), ("tcp-newconn", "new connection"), ("tcp-1mib", "1 MiB")):
+        ro, sp = find(scen, "rouse"), find(scen, "socket-proxyd")
+        if ro and sp:
+            ratio = ro["rps"] / sp["rps"]
+            add(
+                f"raw TCP ({what}): rouse >= 2x systemd-socket-proxyd",
+                f"{rps(ro)} vs {rps(sp)} req/s = **{ratio:.2f}x**",
+                ratio >= 2.0,
+            )
+    one = find("routes-1k", "rouse", "1 route")
+    for which in ("first route", "last route", "wildcard match"):
+        r = find("routes-1k", "rouse", which)
+        if one and r:
+            delta = r["rps"] / one["rps"] - 1
+            measured = f"{rps(r)} vs {rps(one)} req/s ({delta:+.1%})"
+            if r.get("cpu_us_per_req") and one.get("cpu_us_per_req"):
+                cpu = r["cpu_us_per_req"] / one["cpu_us_per_req"] - 1
+                measured += f"; CPU {r['cpu_us_per_req']:.1f} vs {one['cpu_us_per_req']:.1f} µs/req ({cpu:+.1%})"
+            add(f"1,000 routes ({which}) within 3% of 1 route", measured, delta >= -0.03)
+    mem = {m["name"]: m for m in d.get("memory", [])}
+    if "rouse-http" in mem:
+        m = mem["rouse-http"]
+        idle = m.get("idle_kib")
+        if idle:
+            add("idle RSS <= 15 MiB", f"{idle / 1024:.1f} MiB", idle <= 15 * 1024)
+        conns = m.get("conns_kib")
+        if conns:
+            add(
+                "RSS with 1,000 open connections <= 64 MiB",
+                f"{conns / 1024:.1f} MiB ({m.get('conns_held', '')})",
+                conns <= 64 * 1024,
+            )
+    for c in d.get("cold", {}).get("start", []):
+        add(
+            f"cold start, {c['kind']}: first response <= backend alone + {c['budget_ms']:g} ms",
+            f"{c['rouse_ms']:.2f} vs {c['alone_ms']:.2f} ms ({c['overhead_ms']:+.2f} ms), median of {c['runs']}",
+            c.get("met"),
+        )
+    burst = d.get("cold", {}).get("burst")
+    if burst and burst.get("runs"):
+        runs = burst["runs"]
+        n = burst.get("requests", 0)
+        all_ok = all(r.get("got_200") == n for r in runs)
+        one_start = all(r.get("backend_ready") == 1 for r in runs)
+        p50 = sorted(r["p50_ms"] for r in runs)[len(runs) // 2]
+        p99 = sorted(r["p99_ms"] for r in runs)[len(runs) // 2]
+        add(
+            f"{n} concurrent requests at a cold route: all answered, one start",
+            f"{n}/{n} in every one of {len(runs)} runs: {all_ok}; one start each: {one_start}; "
+            f"p50 {p50:.1f} ms, p99 {p99:.1f} ms (medians)",
+            all_ok and one_start,
+        )
+    head = ["| target | measured | met |", "|---|---|---|"]
+    text = "\n".join(head + lines) + "\n"
+    if out:
+        with open(out, "w") as f:
+            f.write(text)
+    sys.stdout.write(text)
+
+
 def main():
-    cmds = {"rss": cmd_rss, "rss-peak": cmd_rss_peak, "hold": cmd_hold, "report": cmd_report}
+    cmds = {
+        "rss": cmd_rss,
+        "rss-peak": cmd_rss_peak,
+        "hold": cmd_hold,
+        "report": cmd_report,
+        "targets": cmd_targets,
+    }
     if len(sys.argv) < 2 or sys.argv[1] not in cmds:
         sys.stderr.write(__doc__)
         sys.exit(2)

@@ -73,7 +73,8 @@
 #   INSTALL=0         never apt-get install haproxy
 #
 # Needs: cargo, curl, python3, oha; openssl for https; jq for cold. Results: a
-# table on stdout, target/bench/compare.{json,md}, target/bench/latency.svg
+# table on stdout, target/bench/compare.{json,md}, target/bench/targets.md (the
+# project's targets, met or not), target/bench/latency.svg
 # (latency percentiles of the keepalive scenario, median runs) and raw oha JSON
 # as target/bench/compare-<row>-r<round>.json (cold: compare-cold-burst-
 # {rouse,alone}-<run>.json, and the helpers' own cold.{md,tsv} and
@@ -981,3 +982,6 @@ for k in "${!HELP[@]}"; do printf '%s\t%s\n' "$k" "${HELP[$k]}"; done >"$TMP/hel
 printf '%s\n' "${NOTES[@]}" >"$TMP/notes.txt"
 echo >&2
 python3 "$HELPER" report "$TMP" "$OUT"
+echo >&2
+echo "== the project's targets (python3 benches/compare.py targets $OUT/compare.json)"
+python3 "$HELPER" targets "$OUT/compare.json" "$OUT/targets.md"
