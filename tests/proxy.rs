@@ -1,11 +1,18 @@
 //! What the upstream receives and what the client gets back through rouse: forwarding headers,
-//! hop-by-hop headers, request bodies, upgraded connections, and HTTP/2 clients.
+//! hop-by-hop headers, request bodies, upgraded connections, HTTP/2 clients, and the HTTP/1.1
+//! upstream side: connection reuse, upstreams that close connections, response framing.
 
 mod common;
 
 use common::*;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// A config with `route` and a single worker thread, so that every client connection draws on
+/// the same upstream pool.
+fn one_worker(route: &str) -> String {
+    format!("[proxy]\nworkers = 1\n\n{route}")
+}
 
 #[tokio::test]
 async fn upstream_gets_forwarding_headers_and_no_hop_by_hop_headers() {
@@ -323,12 +330,10 @@ async fn open_upgraded_connection_keeps_the_backend_running() {
 async fn upstream_connections_are_pooled_across_client_connections() {
     let sb = Sandbox::new();
     let backend = EchoBackend::start().await;
-    // One worker, so that every client connection draws on the same pool.
-    let config = format!(
-        "[proxy]\nworkers = 1\n\n{}",
-        none_route("pool", &["pool.test"], backend.addr)
+    let rouse = Rouse::serve(
+        &sb,
+        &one_worker(&none_route("pool", &["pool.test"], backend.addr)),
     );
-    let rouse = Rouse::serve(&sb, &config);
 
     for i in 0..20 {
         let resp = send(
@@ -382,11 +387,10 @@ async fn closing_backend() -> (
 async fn an_upstream_that_closes_pooled_connections_costs_no_errors() {
     let sb = Sandbox::new();
     let (addr, accepted) = closing_backend().await;
-    let config = format!(
-        "[proxy]\nworkers = 1\n\n{}",
-        none_route("closing", &["closing.test"], addr)
+    let rouse = Rouse::serve(
+        &sb,
+        &one_worker(&none_route("closing", &["closing.test"], addr)),
     );
-    let rouse = Rouse::serve(&sb, &config);
 
     // Back to back on one client connection: the next request often reaches rouse before it has
     // seen the upstream's close, and must then go out on a new connection.
@@ -443,11 +447,7 @@ async fn second_request_closing_backend() -> (
 async fn a_safe_request_on_a_connection_closed_under_it_is_sent_again() {
     let sb = Sandbox::new();
     let (addr, answered) = second_request_closing_backend().await;
-    let config = format!(
-        "[proxy]\nworkers = 1\n\n{}",
-        none_route("late", &["late.test"], addr)
-    );
-    let rouse = Rouse::serve(&sb, &config);
+    let rouse = Rouse::serve(&sb, &one_worker(&none_route("late", &["late.test"], addr)));
 
     let first = send(
         rouse.addr(),
@@ -572,10 +572,6 @@ async fn read_raw_body<R: tokio::io::AsyncBufRead + Unpin>(r: &mut R, head: &str
         }
     }
     body
-}
-
-fn one_worker(route: &str) -> String {
-    format!("[proxy]\nworkers = 1\n\n{route}")
 }
 
 #[tokio::test]
