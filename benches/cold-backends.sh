@@ -17,6 +17,8 @@
 # Results: a table on stdout, target/bench/cold-backends.md, and the medians as
 # target/bench/cold-backends.tsv (key<TAB>value, ms; read by benches/compare.sh).
 set -euo pipefail
+# shellcheck source=benches/lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 export LC_ALL=C
 
 MODE=${1:-all}
@@ -28,7 +30,6 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
 ROUSE=${CARGO_TARGET_DIR:-$ROOT/target}/release/rouse
 OUT=${CARGO_TARGET_DIR:-$ROOT/target}/bench
-die() { echo "cold-backends.sh: $*" >&2; exit 1; }
 for tool in podman runc busybox curl python3; do command -v "$tool" >/dev/null || die "$tool is required"; done
 
 TMP=$(mktemp -d /var/tmp/rouse-cold.XXXXXX)
@@ -48,7 +49,6 @@ trap cleanup EXIT
 
 now_ms() { local t=$EPOCHREALTIME; echo "${t/./}" | awk '{ printf "%.3f", $1 / 1000 }'; }
 elapsed() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.1f", b - a }'; }
-median() { sort -g | awk '{ v[NR] = $1 } END { if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 # wait_200 PORT: poll until GET / answers 200 (1 ms apart, 10 s at most).
 wait_200() {
     local i
@@ -58,7 +58,7 @@ wait_200() {
     done
     die "port $1 did not answer 200"
 }
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+free_port_init "$TMP" # free_port: a loopback port nothing answers on, below the ephemeral range
 
 [[ -n ${NO_BUILD:-} ]] || cargo build --release --quiet
 [[ -x $ROUSE ]] || die "$ROUSE not found (build it, or drop NO_BUILD)"

@@ -80,6 +80,8 @@
 # {rouse,alone}-<run>.json, and the helpers' own cold.{md,tsv} and
 # cold-backends.{md,tsv}).
 set -euo pipefail
+# shellcheck source=benches/lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 export LC_ALL=C
 
 DURATION=${DURATION:-10s}
@@ -102,11 +104,8 @@ ROUSE=$TARGET_DIR/release/rouse
 OUT=$TARGET_DIR/bench
 HELPER=$ROOT/benches/compare.py
 
-die() { echo "compare.sh: $*" >&2; exit 1; }
-say() { echo "compare.sh: $*" >&2; }
-
 case ${1:-} in
-    -h | --help | help) awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "${BASH_SOURCE[0]}"; exit 0 ;;
+    -h | --help | help) show_help; exit 0 ;;
     "") ;;
     *) die "no arguments expected (see --help)" ;;
 esac
@@ -132,9 +131,7 @@ want_s() { local s; for s in "$@"; do [[ $SCENARIOS == *" $s "* ]] && return 0; 
 [[ $BURST =~ ^[1-9][0-9]*$ ]] || die "BURST must be a positive integer"
 
 for tool in curl python3; do command -v "$tool" >/dev/null || die "$tool is required"; done
-OHA=${OHA:-$(command -v oha || true)}
-[[ -n $OHA ]] || OHA=$HOME/.cargo/bin/oha
-[[ -x $OHA ]] || die "oha not found (cargo install oha --locked)"
+find_oha
 
 # --- process bookkeeping: everything we start is stopped by PID on exit ---------
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/rouse-compare.XXXXXX")
@@ -142,25 +139,6 @@ PIDS=()
 NOTES=()
 note() { NOTES+=("$*"); say "note: $*"; }
 
-stop_pid() { # stop_pid PID: SIGTERM, wait up to 5 s, then SIGKILL
-    local pid=$1 i
-    kill -0 "$pid" 2>/dev/null || { wait "$pid" 2>/dev/null || true; return 0; }
-    kill -TERM "$pid" 2>/dev/null || true
-    for ((i = 0; i < 50; i++)); do
-        kill -0 "$pid" 2>/dev/null || break
-        nap 0.1
-    done
-    if kill -0 "$pid" 2>/dev/null; then
-        say "pid $pid ignored SIGTERM for 5 s, sending SIGKILL"
-        kill -KILL "$pid" 2>/dev/null || true
-    fi
-    wait "$pid" 2>/dev/null || true
-}
-forget() {
-    local keep=() p
-    for p in "${PIDS[@]}"; do [[ $p == "$1" ]] || keep+=("$p"); done
-    PIDS=("${keep[@]}")
-}
 cleanup() {
     local rc=$? i
     trap - EXIT INT TERM
@@ -178,31 +156,8 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-# Sleep without forking: read with a timeout on a fifo nobody writes to.
-mkfifo "$TMP/nap.fifo"
-exec {NAP_FD}<>"$TMP/nap.fifo"
-nap() { read -r -t "$1" -u "$NAP_FD" _ || true; }
-
-# Free loopback port: random, below the kernel's ephemeral range (so client
-# sockets and other programs' port-0 listeners can't take it between our check
-# and the bind), and nothing answers on it. Chosen ports are kept in a file
-# because callers run in $(...).
-EPH_LO=$(awk '{ print $1 }' /proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || echo 32768)
-((EPH_LO > 12000)) || EPH_LO=61000
-: >"$TMP/ports"
-free_port() {
-    local p i
-    for ((i = 0; i < 200; i++)); do
-        p=$((10000 + RANDOM % (EPH_LO - 10000)))
-        grep -qx "$p" "$TMP/ports" && continue
-        if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
-            echo "$p" >>"$TMP/ports"
-            echo "$p"
-            return 0
-        fi
-    done
-    die "no free port found"
-}
+nap_init "$TMP"       # nap: sleep without forking
+free_port_init "$TMP" # free_port: loopback port below the ephemeral range
 
 # wait_ok URL HOSTHEADER PID LOG [STATUS]: until URL answers STATUS (200; 10 s
 # max, https via --resolve so SNI is the host), or the process dies.
@@ -254,9 +209,7 @@ mkdir -p "$OUT"
 CORES=$(nproc)
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 
-NGINX=${NGINX-$(command -v nginx || true)}
-[[ -n $NGINX ]] || { [[ -x /usr/sbin/nginx ]] && NGINX=/usr/sbin/nginx; } || true
-[[ $NGINX != none ]] || NGINX=
+find_nginx
 NGINX_STREAM_MOD=
 if [[ -n $NGINX ]]; then
     for m in /usr/lib/nginx/modules/ngx_stream_module.so /usr/share/nginx/modules/ngx_stream_module.so; do

@@ -21,6 +21,8 @@
 # also writes its medians to target/bench/cold.tsv (key<TAB>value, read by
 # benches/compare.sh).
 set -euo pipefail
+# shellcheck source=benches/lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 export LC_ALL=C # EPOCHREALTIME and printf must use '.' as decimal separator
 
 MODE=${1:-load}
@@ -35,11 +37,9 @@ TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
 ROUSE=$TARGET_DIR/release/rouse
 OUT=$TARGET_DIR/bench
 
-die() { echo "load.sh: $*" >&2; exit 1; }
-
 case $MODE in
     load | cold) ;;
-    -h | --help | help) awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "${BASH_SOURCE[0]}"; exit 0 ;;
+    -h | --help | help) show_help; exit 0 ;;
     *) die "unknown mode '$MODE' (use: load | cold)" ;;
 esac
 
@@ -47,32 +47,13 @@ for tool in curl jq; do
     command -v "$tool" >/dev/null || die "$tool is required"
 done
 if [[ $MODE == load ]]; then
-    OHA=${OHA:-$(command -v oha || true)}
-    [[ -n $OHA ]] || OHA=$HOME/.cargo/bin/oha
-    [[ -x $OHA ]] || die "oha not found (cargo install oha --locked)"
+    find_oha
 fi
-NGINX=${NGINX-$(command -v nginx || true)}
-[[ -n $NGINX ]] || { [[ -x /usr/sbin/nginx ]] && NGINX=/usr/sbin/nginx; } || true
-[[ $NGINX != none ]] || NGINX=
+find_nginx
 
 # --- process bookkeeping: everything we start is killed by PID on exit -------
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/rouse-bench.XXXXXX")
 PIDS=()
-
-stop_pid() { # stop_pid PID [SIGNAL]: signal, wait up to 5 s, then SIGKILL
-    local pid=$1 sig=${2:-TERM} i
-    kill -0 "$pid" 2>/dev/null || { wait "$pid" 2>/dev/null || true; return 0; }
-    kill -s "$sig" "$pid" 2>/dev/null || true
-    for ((i = 0; i < 50; i++)); do
-        kill -0 "$pid" 2>/dev/null || break
-        nap 0.1
-    done
-    if kill -0 "$pid" 2>/dev/null; then
-        echo "load.sh: pid $pid ignored SIG$sig for 5 s, sending SIGKILL" >&2
-        kill -KILL "$pid" 2>/dev/null || true
-    fi
-    wait "$pid" 2>/dev/null || true
-}
 
 cleanup() {
     local rc=$? pid
@@ -90,31 +71,8 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-# Sleep without forking: read with a timeout on a fifo nobody writes to.
-mkfifo "$TMP/nap.fifo"
-exec {NAP_FD}<>"$TMP/nap.fifo"
-nap() { read -r -t "$1" -u "$NAP_FD" _ || true; }
-
-# Free loopback port: random, below the kernel's ephemeral range (so client
-# sockets and other programs' port-0 listeners can't take it between our check
-# and the bind), and nothing answers on it. Callers run in $(...), so the
-# chosen ports are kept in a file.
-EPH_LO=$(awk '{ print $1 }' /proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || echo 32768)
-((EPH_LO > 12000)) || EPH_LO=61000 # odd range: use 10000..60999
-: >"$TMP/ports"
-free_port() {
-    local p i
-    for ((i = 0; i < 200; i++)); do
-        p=$((10000 + RANDOM % (EPH_LO - 10000)))
-        grep -qx "$p" "$TMP/ports" && continue
-        if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
-            echo "$p" >>"$TMP/ports"
-            echo "$p"
-            return 0
-        fi
-    done
-    die "no free port found"
-}
+nap_init "$TMP"       # nap: sleep without forking
+free_port_init "$TMP" # free_port: loopback port below the ephemeral range
 
 # http_status HOSTPORT HOSTHEADER: GET / and set HTTP_CODE; fails if no answer.
 # Pure bash, no fork, so it can poll at sub-millisecond cost.
@@ -162,18 +120,6 @@ start() {
     LAST_PID=$!
     PIDS+=("$LAST_PID")
     echo "started $name (pid $LAST_PID)" >&2
-}
-
-# forget PID: after we stopped it ourselves.
-forget() {
-    local keep=() p
-    for p in "${PIDS[@]}"; do [[ $p == "$1" ]] || keep+=("$p"); done
-    PIDS=("${keep[@]}")
-}
-
-median() { # numbers on stdin -> median
-    sort -g | awk '{ v[NR] = $1 } END { if (NR == 0) { print "nan"; exit }
-        if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
 }
 
 machine_info() {

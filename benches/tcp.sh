@@ -22,6 +22,8 @@
 # systemd-socket-proxyd. Results: a table on stdout, raw oha JSON in
 # target/bench/tcp-*.json.
 set -euo pipefail
+# shellcheck source=benches/lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 export LC_ALL=C
 
 DURATION=${DURATION:-10s}
@@ -34,16 +36,13 @@ TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
 ROUSE=$TARGET_DIR/release/rouse
 OUT=$TARGET_DIR/bench
 
-die() { echo "tcp.sh: $*" >&2; exit 1; }
 case ${1:-} in
-    -h | --help | help) awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "${BASH_SOURCE[0]}"; exit 0 ;;
+    -h | --help | help) show_help; exit 0 ;;
     "") ;;
     *) die "no arguments expected (see --help)" ;;
 esac
 
-OHA=${OHA:-$(command -v oha || true)}
-[[ -n $OHA ]] || OHA=$HOME/.cargo/bin/oha
-[[ -x $OHA ]] || die "oha not found (cargo install oha --locked)"
+find_oha
 NGINX=$(command -v nginx || echo /usr/sbin/nginx)
 [[ -x $NGINX ]] || die "nginx not found (apt-get install nginx-light)"
 ACTIVATE=$(command -v systemd-socket-activate || true)
@@ -59,17 +58,6 @@ for tool in curl jq; do command -v "$tool" >/dev/null || die "$tool is required"
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/rouse-tcp-bench.XXXXXX")
 BULK=
 PIDS=()
-stop_pid() {
-    local pid=$1 i
-    kill -0 "$pid" 2>/dev/null || { wait "$pid" 2>/dev/null || true; return 0; }
-    kill -TERM "$pid" 2>/dev/null || true
-    for ((i = 0; i < 50; i++)); do
-        kill -0 "$pid" 2>/dev/null || break
-        sleep 0.1
-    done
-    kill -0 "$pid" 2>/dev/null && kill -KILL "$pid" 2>/dev/null
-    wait "$pid" 2>/dev/null || true
-}
 cleanup() {
     local rc=$? pid
     trap - EXIT INT TERM
@@ -87,23 +75,7 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-# A loopback port nothing answers on, below the ephemeral range.
-EPH_LO=$(awk '{ print $1 }' /proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || echo 32768)
-((EPH_LO > 12000)) || EPH_LO=61000
-: >"$TMP/ports"
-free_port() {
-    local p i
-    for ((i = 0; i < 200; i++)); do
-        p=$((10000 + RANDOM % (EPH_LO - 10000)))
-        grep -qx "$p" "$TMP/ports" && continue
-        if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
-            echo "$p" >>"$TMP/ports"
-            echo "$p"
-            return 0
-        fi
-    done
-    die "no free port found"
-}
+free_port_init "$TMP" # free_port: a loopback port nothing answers on, below the ephemeral range
 
 # wait_ok URL PID: until URL answers 200 (10 s max), or the process dies.
 wait_ok() {
@@ -185,7 +157,7 @@ mkdir -p "$OUT"
 TARGETS=("direct $NGINX_PORT -" "socket-proxyd $PROXYD_PORT $PROXYD_PID" "rouse-tcp $ROUSE_PORT $ROUSE_PID")
 TICK=$(getconf CLK_TCK)
 # cpu_ticks PID: user + system time the process has used so far, in clock ticks.
-cpu_ticks() { [[ $1 == - ]] && echo 0 || awk '{ print $14 + $15 }' "/proc/$1/stat"; }
+cpu_ticks() { if [[ $1 == - ]]; then echo 0; else awk '{ print $14 + $15 }' "/proc/$1/stat"; fi; }
 declare -A RPS
 rows=()
 for mode in keepalive newconn; do

@@ -7,6 +7,8 @@
 #   benches/tls.sh          DURATION=10s by default; NO_BUILD=1 skips the release build
 # Results: a table on stdout and target/bench/tls.md.
 set -euo pipefail
+# shellcheck source=benches/lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 export LC_ALL=C
 
 DURATION=${DURATION:-10s}
@@ -17,7 +19,6 @@ OUT=${CARGO_TARGET_DIR:-$ROOT/target}/bench
 OHA=${OHA:-$(command -v oha || echo "$HOME/.cargo/bin/oha")}
 NGINX=${NGINX:-$(command -v nginx || echo /usr/sbin/nginx)}
 HOST=bench.local
-die() { echo "tls.sh: $*" >&2; exit 1; }
 for tool in "$OHA" "$NGINX" openssl curl jq; do command -v "$tool" >/dev/null || die "$tool is required"; done
 
 TMP=$(mktemp -d)
@@ -29,11 +30,11 @@ cleanup() {
     exit "$rc"
 }
 trap cleanup EXIT
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+free_port_init "$TMP" # free_port: a loopback port nothing answers on, below the ephemeral range
 wait_up() { # URL
     local i
     for ((i = 0; i < 200; i++)); do
-        curl -sk -o /dev/null --resolve "$HOST:${1##*:}:127.0.0.1" "$(sed "s/127.0.0.1/$HOST/" <<<"$1")/" && return 0
+        curl -sk -o /dev/null --resolve "$HOST:${1##*:}:127.0.0.1" "${1/127.0.0.1/$HOST}/" && return 0
         sleep 0.05
     done
     die "$1 did not answer"
