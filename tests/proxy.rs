@@ -487,8 +487,11 @@ async fn a_safe_request_on_a_connection_closed_under_it_is_sent_again() {
 struct ScriptedBackend {
     addr: std::net::SocketAddr,
     connections: std::sync::Arc<std::sync::atomic::AtomicUsize>,
-    requests: std::sync::Arc<std::sync::Mutex<Vec<(String, Vec<u8>)>>>,
+    requests: Recorded,
 }
+
+/// Each request's head and raw body bytes, as a backend received them.
+type Recorded = std::sync::Arc<std::sync::Mutex<Vec<(String, Vec<u8>)>>>;
 
 impl ScriptedBackend {
     async fn start() -> ScriptedBackend {

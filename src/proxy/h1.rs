@@ -180,7 +180,6 @@ impl Conn {
             state,
             reusable: keep_alive && complete && framing != Framing::Eof,
             pool: None,
-            framing,
         };
         if body.state == State::Done {
             body.finish();
@@ -393,11 +392,10 @@ fn framing(
         let last = headers
             .get_all(header::TRANSFER_ENCODING)
             .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
+            // An unreadable value is a coding of its own, and not "chunked".
+            .flat_map(|v| v.to_str().unwrap_or("?").split(','))
             .map(str::trim)
-            .filter(|c| !c.is_empty())
-            .next_back();
+            .rfind(|c| !c.is_empty());
         return Ok(match last {
             // Both framings present: chunked wins, and the connection is not trusted after.
             Some(c) if c.eq_ignore_ascii_case("chunked") => (Framing::Chunked, !has_length),
@@ -496,7 +494,6 @@ pub struct ResponseBody {
     state: State,
     reusable: bool,
     pool: Option<Arc<Mutex<Vec<Idle>>>>,
-    framing: Framing,
 }
 
 impl ResponseBody {
@@ -774,10 +771,10 @@ impl http_body::Body for ResponseBody {
     }
 
     fn size_hint(&self) -> SizeHint {
-        match (self.state, self.framing) {
-            (State::Done, _) => SizeHint::with_exact(0),
-            (State::Length(n), _) => SizeHint::with_exact(n),
-            _ => SizeHint::default(),
+        match self.state {
+            State::Done => SizeHint::with_exact(0),
+            State::Length(n) => SizeHint::with_exact(n),
+            State::Chunked(_) | State::Eof => SizeHint::default(),
         }
     }
 }
@@ -829,6 +826,25 @@ mod tests {
         .unwrap();
         assert_eq!(framing, Framing::Chunked);
         assert!(!keep);
+    }
+
+    #[test]
+    fn only_a_final_chunked_coding_frames_by_chunks() {
+        let (_, framing, keep) = parse(
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: gzip\r\n\r\n",
+            Method::GET,
+        )
+        .unwrap();
+        assert_eq!(framing, Framing::Eof);
+        assert!(!keep);
+        let mut buf =
+            BytesMut::from(&b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked, \xff\r\n\r\n"[..]);
+        match parse_head(&mut buf, &Method::GET) {
+            Ok(Some(Parsed::Final(_, framing, _))) => assert_eq!(framing, Framing::Eof),
+            Ok(_) => panic!("incomplete"),
+            // Refusing the value outright is as good.
+            Err(_) => {}
+        }
     }
 
     #[test]
