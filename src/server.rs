@@ -15,7 +15,9 @@
 //! HTTP here ([`http`]); `https` first completes a TLS handshake ([`crate::tls`]); `tcp` and
 //! `tls-passthrough` are relayed as bytes ([`crate::proxy::tcp`]).
 
+mod drain;
 mod http;
+mod timeouts;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -38,6 +40,7 @@ use crate::lifecycle::{Shared, Supervisor};
 use crate::listen::Bound;
 use crate::route::HostMap;
 use crate::tls::Tls;
+use drain::Drain;
 
 /// How long accept waits after an error (out of descriptors, say) before trying again.
 const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(50);
@@ -132,7 +135,7 @@ pub async fn run(
 
     let reloads = tokio::spawn(reload_on_sighup(tls, signal(SignalKind::hangup())?));
 
-    let (drain, draining) = watch::channel(false);
+    let drain = Arc::new(Drain::default());
     let (exit_workers, workers_exit) = watch::channel(false);
     let sockets: Vec<(ListenerConfig, std::net::TcpListener)> = listeners
         .into_iter()
@@ -144,11 +147,11 @@ pub async fn run(
             .iter()
             .map(|(config, socket)| Ok((config.clone(), socket.try_clone()?)))
             .collect::<std::io::Result<Vec<_>>>()?;
-        let (app, draining, exit) = (app.clone(), draining.clone(), workers_exit.clone());
+        let (app, drain, exit) = (app.clone(), drain.clone(), workers_exit.clone());
         workers.push(
             std::thread::Builder::new()
                 .name(format!("rouse-worker-{id}"))
-                .spawn(move || worker(id, app, sockets, draining, exit))?,
+                .spawn(move || worker(id, app, sockets, drain, exit))?,
         );
     }
     // The workers hold their own copies of the sockets.
@@ -171,7 +174,7 @@ pub async fn run(
     // Stop accepting, let in-flight requests finish, then stop the backends.
     info!(open_connections = app.connections.active(), "shutting down");
     crate::notify::notify("STOPPING=1\nSTATUS=shutting down");
-    drain.send_replace(true);
+    drain.start();
     let drained = tokio::time::timeout(
         app.proxy.drain_timeout,
         app.connections.idle_for(Duration::ZERO, Instant::now()),
@@ -210,7 +213,7 @@ fn worker(
     id: usize,
     app: Arc<App>,
     sockets: Vec<(ListenerConfig, std::net::TcpListener)>,
-    draining: watch::Receiver<bool>,
+    drain: Arc<Drain>,
     mut exit: watch::Receiver<bool>,
 ) {
     crate::proxy::set_worker_id(id);
@@ -232,7 +235,7 @@ fn worker(
                         app.clone(),
                         Arc::new(config),
                         listener,
-                        draining.clone(),
+                        drain.clone(),
                     ));
                 }
                 Err(e) => error!(worker = id, error = %e, "cannot accept on a listener"),
@@ -265,8 +268,8 @@ fn http_builder(proxy: &ProxyConfig) -> auto::Builder<TokioExecutor> {
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(proxy.header_timeout)
+        // The header and keep-alive timeouts are rouse's own (see `timeouts`).
+        .header_read_timeout(None)
         .max_buf_size(proxy.max_header_bytes.max(8192));
     builder
         .http2()
@@ -280,12 +283,12 @@ async fn accept_loop(
     app: Arc<App>,
     listener_config: Arc<ListenerConfig>,
     listener: TcpListener,
-    mut draining: watch::Receiver<bool>,
+    drain: Arc<Drain>,
 ) {
     loop {
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
-            _ = draining.wait_for(|d| *d) => return,
+            () = drain.wait() => return,
         };
         match accepted {
             Ok((stream, peer)) => {
@@ -295,7 +298,7 @@ async fn accept_loop(
                     listener_config.clone(),
                     stream,
                     peer,
-                    draining.clone(),
+                    drain.clone(),
                 ));
             }
             Err(e) => {
@@ -312,11 +315,11 @@ async fn serve(
     listener: Arc<ListenerConfig>,
     stream: TcpStream,
     peer: SocketAddr,
-    draining: watch::Receiver<bool>,
+    drain: Arc<Drain>,
 ) {
     let _open = app.connections.enter();
     match listener.protocol {
-        Protocol::Http => http::serve(&app, stream, peer, None, draining).await,
+        Protocol::Http => http::serve(&app, stream, peer, None, &drain).await,
         Protocol::Https => {
             let Some(tls) = &app.tls else { return };
             // The ClientHello names the route: start its backend while the handshake goes on.
@@ -330,7 +333,7 @@ async fn serve(
                 .await
             {
                 Ok((stream, handshake)) => {
-                    http::serve(&app, stream, peer, Some(handshake), draining).await;
+                    http::serve(&app, stream, peer, Some(handshake), &drain).await;
                 }
                 Err(e) => {
                     debug!(peer = %peer, listener = %listener.name, error = %e, "tls handshake failed")

@@ -77,6 +77,42 @@ async fn idle_keepalive_connection_is_closed_after_keepalive_timeout_and_the_bac
 }
 
 #[tokio::test]
+async fn idle_keepalive_time_is_bounded_by_keepalive_timeout_not_header_timeout() {
+    let sb = Sandbox::new();
+    let backend = EchoBackend::start().await;
+    let config = "[proxy]\nheader_timeout = \"200ms\"\nkeepalive_timeout = \"1500ms\"\n\n"
+        .to_string()
+        + &none_route("a", &["a.test"], backend.addr);
+    let rouse = Rouse::serve(&sb, &config);
+
+    let mut conn = Conn::connect(rouse.addr()).await.unwrap();
+    let request = "GET / HTTP/1.1\r\nHost: a.test\r\n\r\n";
+    conn.send(request).await.unwrap();
+    assert_eq!(conn.read_response().await.unwrap().status, 200);
+    // Idle for several header timeouts: the connection is still open and serves the next
+    // request (the header clock only runs while a head is arriving).
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    conn.send(request).await.unwrap();
+    let resp = conn.read_response().await.unwrap();
+    assert_eq!(resp.status, 200, "{resp:?}");
+    // A head that starts now and stalls is cut off at the header timeout, well before the
+    // keep-alive timeout would end the connection.
+    let started = std::time::Instant::now();
+    conn.send("GET / HTTP/1.1\r\nHost: a.").await.unwrap();
+    match answer_or_close(&mut conn, Duration::from_secs(5)).await {
+        Err(()) => panic!("stalled head still open 5s later (header_timeout 200ms)"),
+        Ok(None) => {}
+        Ok(Some(resp)) => panic!("unexpected response to a stalled head: {resp:?}"),
+    }
+    let waited = started.elapsed();
+    assert!(
+        waited < Duration::from_millis(1200),
+        "stalled head closed after {waited:?}: header_timeout is 200ms, keepalive 1500ms"
+    );
+    assert_eq!(backend.heads().len(), 2);
+}
+
+#[tokio::test]
 async fn request_head_larger_than_max_header_bytes_is_refused() {
     let sb = Sandbox::new();
     let backend = EchoBackend::start().await;

@@ -8,18 +8,20 @@ use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::task::Poll;
 
 use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::sync::watch;
 use tokio::time::Instant;
 use tracing::debug;
 
+use super::drain::Drain;
+use super::timeouts::{Clock, Verdict, Watched};
 use super::{App, Route};
-use crate::activity::{Activity, ActivityGuard};
+use crate::activity::ActivityGuard;
 use crate::error::Error;
 use crate::proxy::{self, Body, InFlight};
 use crate::route;
@@ -30,8 +32,8 @@ struct Connection {
     peer: SocketAddr,
     /// The TLS handshake, on an `https` listener.
     tls: Option<Handshake>,
-    /// In-flight requests on this connection (for the keep-alive timeout).
-    requests: Arc<Activity>,
+    /// Request heads and in-flight requests, for the header and keep-alive timeouts.
+    clock: Arc<Clock>,
     /// The route this connection counts toward: the route of its latest request.
     bound: Mutex<Option<ActivityGuard>>,
     bound_index: AtomicUsize,
@@ -49,21 +51,22 @@ impl Connection {
     }
 }
 
-/// Serves HTTP/1.1 and HTTP/2 on `io` until the client closes, the keep-alive timeout passes,
-/// or rouse drains.
+/// Serves HTTP/1.1 and HTTP/2 on `io` until the client closes, a timeout of
+/// [`timeouts`](super::timeouts) ends it, or rouse drains.
 pub(super) async fn serve<I>(
     app: &Arc<App>,
     io: I,
     peer: SocketAddr,
     tls: Option<Handshake>,
-    mut draining: watch::Receiver<bool>,
+    drain: &Arc<Drain>,
 ) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    let clock = Arc::new(Clock::new());
     let conn = Arc::new(Connection {
         peer,
         tls,
-        requests: Activity::new(),
+        clock: clock.clone(),
         bound: Mutex::new(None),
         bound_index: AtomicUsize::new(usize::MAX),
     });
@@ -71,41 +74,81 @@ pub(super) async fn serve<I>(
         let app = app.clone();
         let conn = conn.clone();
         service_fn(move |req| {
+            // Called as soon as the head is complete: its clock stops here.
+            let request = conn.clock.head_complete();
             let app = app.clone();
             let conn = conn.clone();
             // Boxed: the request's future is large, and hyper moves it; a box moves as a pointer.
-            Box::pin(async move { Ok::<_, Infallible>(app.handle(req, &conn).await) })
+            Box::pin(async move { Ok::<_, Infallible>(app.handle(req, &conn, request).await) })
         })
     };
-    let opened = Instant::now();
+    let (header, keepalive) = (app.proxy.header_timeout, app.proxy.keepalive_timeout);
     let serving = app
         .http
-        .serve_connection_with_upgrades(TokioIo::new(io), service);
+        .serve_connection_with_upgrades(TokioIo::new(Watched::new(io, clock.clone())), service);
     tokio::pin!(serving);
-    let mut closing = false;
-    loop {
-        tokio::select! {
-            result = serving.as_mut() => {
-                if let Err(e) = result {
-                    debug!(peer = %peer, error = %e, "connection error");
+    let first = match clock.check(Instant::now(), header, keepalive) {
+        Verdict::CheckAt(at) => at,
+        Verdict::Close | Verdict::Shutdown => Instant::now(),
+    };
+    let timer = tokio::time::sleep_until(first);
+    tokio::pin!(timer);
+    let mut drain = drain.watch();
+    // `armed`: the timer has been polled since it was last set, so the task is woken when it
+    // fires; until then a wake only needs the cheap `is_elapsed` look.
+    let (mut armed, mut closing) = (false, false);
+    // Hand-written rather than `select!`: this runs on every wake of the connection, and each
+    // of the three checks here costs a load or two when nothing is due.
+    let ended = std::future::poll_fn(|cx| {
+        loop {
+            if let Poll::Ready(result) = serving.as_mut().poll(cx) {
+                return Poll::Ready(result.map_err(|e| e.to_string()));
+            }
+            if closing {
+                return Poll::Pending;
+            }
+            if drain.poll_started(cx) {
+                serving.as_mut().graceful_shutdown();
+                closing = true;
+                continue;
+            }
+            if armed && !timer.is_elapsed() {
+                return Poll::Pending;
+            }
+            if timer.as_mut().poll(cx).is_pending() {
+                armed = true;
+                return Poll::Pending;
+            }
+            armed = false;
+            match clock.check(Instant::now(), header, keepalive) {
+                Verdict::CheckAt(at) => timer.as_mut().reset(at),
+                Verdict::Shutdown => {
+                    serving.as_mut().graceful_shutdown();
+                    closing = true;
                 }
-                break;
-            }
-            _ = draining.wait_for(|d| *d), if !closing => {
-                serving.as_mut().graceful_shutdown();
-                closing = true;
-            }
-            () = conn.requests.idle_for(app.proxy.keepalive_timeout, opened), if !closing => {
-                serving.as_mut().graceful_shutdown();
-                closing = true;
+                Verdict::Close => {
+                    return Poll::Ready(Err(format!(
+                        "request head not complete within header_timeout ({})",
+                        crate::error::fmt_duration(header)
+                    )));
+                }
             }
         }
+    })
+    .await;
+    if let Err(e) = ended {
+        debug!(peer = %peer, error = %e, "connection error");
     }
 }
 
 impl App {
     /// Routes, holds and forwards one request.
-    async fn handle(&self, req: Request<Incoming>, conn: &Connection) -> Response<Body> {
+    async fn handle(
+        &self,
+        req: Request<Incoming>,
+        conn: &Connection,
+        request: ActivityGuard,
+    ) -> Response<Body> {
         let index = match route::request_host(&req) {
             None => return Error::NoHost.to_response(),
             Some(host) => {
@@ -126,7 +169,7 @@ impl App {
         };
         let route = &self.routes[index];
         let in_flight = InFlight {
-            connection: conn.requests.enter(),
+            connection: request,
             route: route.activity.enter(),
         };
         conn.bind(index, route);

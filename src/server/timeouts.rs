@@ -1,0 +1,278 @@
+//! A client connection's header and keep-alive timeouts, on one lazily re-armed timer.
+//!
+//! - `header_timeout`: a request head must be complete this long after its first bytes arrive;
+//!   otherwise the connection is closed.
+//! - `keepalive_timeout`: a connection with no request in flight, and no request head arriving,
+//!   is shut down gracefully after this long.
+//!
+//! hyper's own header timer is armed and disarmed on every request: an allocation, a timer-wheel
+//! insert and removal, and at times a wake-up of the worker's event loop. Here the reads only
+//! note when a head starts ([`Watched`]), and a single timer per connection fires at most once
+//! per `header_timeout`. Each check re-arms it no later than `header_timeout` ahead, so a head
+//! that starts after a check is still caught on time.
+//!
+//! An HTTP/2 connection (its first bytes are the connection preface) has no per-head clock:
+//! frames arrive between requests without starting one, and hyper's h2 limits apply.
+
+use std::io;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::time::Instant;
+
+use crate::activity::{Activity, ActivityGuard};
+
+/// The connection preface of HTTP/2 starts with these bytes; no HTTP/1 method does.
+const H2_PREFACE_START: &[u8] = b"PRI ";
+
+/// What a timer check decided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Verdict {
+    /// A request head has been arriving for longer than `header_timeout`: close now.
+    Close,
+    /// Idle for `keepalive_timeout`: shut down gracefully.
+    Shutdown,
+    /// Nothing to do yet: look again at this time.
+    CheckAt(Instant),
+}
+
+/// The per-connection state the timeouts are decided from.
+#[derive(Debug)]
+pub(super) struct Clock {
+    opened: Instant,
+    /// Nanoseconds after `opened`, plus one, at which the first bytes of a request head arrived
+    /// that has not been completed yet; 0 when there is none.
+    head_since: AtomicU64,
+    /// HTTP/2: no per-head clock.
+    multiplexed: AtomicBool,
+    /// Requests of this connection in flight (their responses not yet fully sent).
+    requests: std::sync::Arc<Activity>,
+}
+
+impl Clock {
+    /// The clock of a connection opened now.
+    pub(super) fn new() -> Clock {
+        Clock {
+            opened: Instant::now(),
+            head_since: AtomicU64::new(0),
+            multiplexed: AtomicBool::new(false),
+            requests: Activity::new(),
+        }
+    }
+
+    /// A request head is complete: its clock stops, and the request counts as in flight until
+    /// the guard is dropped (with the end of its response).
+    pub(super) fn head_complete(&self) -> ActivityGuard {
+        self.head_since.store(0, Ordering::Relaxed);
+        self.requests.enter()
+    }
+
+    /// Bytes were read from the client.
+    fn on_read(&self, bytes: &[u8], first: bool) {
+        if first && bytes.starts_with(H2_PREFACE_START) {
+            self.multiplexed.store(true, Ordering::Relaxed);
+        }
+        if self.head_since.load(Ordering::Relaxed) == 0
+            && self.requests.active() == 0
+            && !self.multiplexed.load(Ordering::Relaxed)
+        {
+            let nanos = u64::try_from(self.opened.elapsed().as_nanos()).unwrap_or(u64::MAX - 1);
+            self.head_since.store(nanos + 1, Ordering::Relaxed);
+        }
+    }
+
+    fn head_since(&self) -> Option<Instant> {
+        match self.head_since.load(Ordering::Relaxed) {
+            0 => None,
+            n => Some(self.opened + Duration::from_nanos(n - 1)),
+        }
+    }
+
+    /// Decides at `now` what the timeouts call for.
+    pub(super) fn check(&self, now: Instant, header: Duration, keepalive: Duration) -> Verdict {
+        let multiplexed = self.multiplexed.load(Ordering::Relaxed);
+        // The longest the timer may sleep: a head starting just after this check must be caught
+        // `header` after it starts.
+        let latest = now + if multiplexed { keepalive } else { header };
+        if !multiplexed && let Some(since) = self.head_since() {
+            let at = since + header;
+            return if at <= now {
+                Verdict::Close
+            } else {
+                Verdict::CheckAt(at.min(latest))
+            };
+        }
+        match self.requests.idle_since() {
+            Some(idle) => {
+                let at = idle.max(self.opened) + keepalive;
+                if at <= now {
+                    Verdict::Shutdown
+                } else {
+                    Verdict::CheckAt(at.min(latest))
+                }
+            }
+            // Busy; body timeouts are the request's own business.
+            None => Verdict::CheckAt(latest),
+        }
+    }
+}
+
+/// A client stream that tells its [`Clock`] when a request head starts arriving.
+pub(super) struct Watched<I> {
+    io: I,
+    clock: std::sync::Arc<Clock>,
+    first: bool,
+}
+
+impl<I> Watched<I> {
+    pub(super) fn new(io: I, clock: std::sync::Arc<Clock>) -> Watched<I> {
+        Watched {
+            io,
+            clock,
+            first: true,
+        }
+    }
+}
+
+impl<I: AsyncRead + Unpin> AsyncRead for Watched<I> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let result = Pin::new(&mut self.io).poll_read(cx, buf);
+        if let Poll::Ready(Ok(())) = result
+            && buf.filled().len() > before
+        {
+            let first = std::mem::replace(&mut self.first, false);
+            self.clock.on_read(&buf.filled()[before..], first);
+        }
+        result
+    }
+}
+
+impl<I: AsyncWrite + Unpin> AsyncWrite for Watched<I> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HEADER: Duration = Duration::from_secs(30);
+    const KEEPALIVE: Duration = Duration::from_secs(60);
+
+    #[tokio::test(start_paused = true)]
+    async fn an_idle_connection_is_shut_down_after_keepalive_checking_every_header_timeout() {
+        let clock = Clock::new();
+        let opened = Instant::now();
+        assert_eq!(
+            clock.check(opened, HEADER, KEEPALIVE),
+            Verdict::CheckAt(opened + HEADER)
+        );
+        assert_eq!(
+            clock.check(opened + HEADER, HEADER, KEEPALIVE),
+            Verdict::CheckAt(opened + KEEPALIVE)
+        );
+        assert_eq!(
+            clock.check(opened + KEEPALIVE, HEADER, KEEPALIVE),
+            Verdict::Shutdown
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_head_that_starts_is_timed_from_its_first_bytes_and_stops_when_complete() {
+        let clock = Clock::new();
+        let opened = Instant::now();
+        tokio::time::advance(Duration::from_secs(10)).await;
+        clock.on_read(b"GET / HT", true);
+        let started = opened + Duration::from_secs(10);
+        // The check armed at open (for opened + 30s) finds the head and waits for its deadline.
+        assert_eq!(
+            clock.check(opened + HEADER, HEADER, KEEPALIVE),
+            Verdict::CheckAt(started + HEADER)
+        );
+        assert_eq!(
+            clock.check(started + HEADER, HEADER, KEEPALIVE),
+            Verdict::Close
+        );
+        // Completed in time instead: the request is in flight, the connection is not idle.
+        let request = clock.head_complete();
+        let now = started + HEADER;
+        assert_eq!(
+            clock.check(now, HEADER, KEEPALIVE),
+            Verdict::CheckAt(now + HEADER)
+        );
+        // Bytes read while a request is in flight (its body) start no head clock.
+        clock.on_read(b"body", false);
+        assert_eq!(clock.head_since(), None);
+        drop(request);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_keepalive_clock_restarts_when_the_last_response_ends() {
+        let clock = Clock::new();
+        let opened = Instant::now();
+        clock.on_read(b"GET / HTTP/1.1\r\n\r\n", true);
+        let request = clock.head_complete();
+        tokio::time::advance(Duration::from_secs(50)).await;
+        drop(request);
+        let done = opened + Duration::from_secs(50);
+        let next = opened + KEEPALIVE + HEADER;
+        assert_eq!(
+            clock.check(opened + KEEPALIVE, HEADER, KEEPALIVE),
+            Verdict::CheckAt(next)
+        );
+        assert_eq!(
+            clock.check(next, HEADER, KEEPALIVE),
+            Verdict::CheckAt(done + KEEPALIVE)
+        );
+        assert_eq!(
+            clock.check(done + KEEPALIVE, HEADER, KEEPALIVE),
+            Verdict::Shutdown
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn http2_connections_have_no_head_clock() {
+        let clock = Clock::new();
+        let opened = Instant::now();
+        clock.on_read(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", true);
+        clock.on_read(b"\x00\x00\x00\x04", false);
+        assert_eq!(clock.head_since(), None);
+        assert_eq!(
+            clock.check(opened, HEADER, KEEPALIVE),
+            Verdict::CheckAt(opened + KEEPALIVE)
+        );
+    }
+}
