@@ -135,14 +135,18 @@ pub async fn run(
 
     let reloads = tokio::spawn(reload_on_sighup(tls, signal(SignalKind::hangup())?));
 
-    let drain = Arc::new(Drain::default());
+    // One drain signal per worker: each connection registers with its worker's, so the
+    // registrations of two workers never contend for one lock.
+    let drains: Vec<Arc<Drain>> = (0..config.proxy.workers)
+        .map(|_| Arc::new(Drain::default()))
+        .collect();
     let (exit_workers, workers_exit) = watch::channel(false);
     let sockets: Vec<(ListenerConfig, std::net::TcpListener)> = listeners
         .into_iter()
         .map(|b| (b.config, b.socket))
         .collect();
     let mut workers = Vec::with_capacity(config.proxy.workers);
-    for id in 0..config.proxy.workers {
+    for (id, drain) in drains.iter().enumerate() {
         let sockets = sockets
             .iter()
             .map(|(config, socket)| Ok((config.clone(), socket.try_clone()?)))
@@ -174,7 +178,9 @@ pub async fn run(
     // Stop accepting, let in-flight requests finish, then stop the backends.
     info!(open_connections = app.connections.active(), "shutting down");
     crate::notify::notify("STOPPING=1\nSTATUS=shutting down");
-    drain.start();
+    for drain in &drains {
+        drain.start();
+    }
     let drained = tokio::time::timeout(
         app.proxy.drain_timeout,
         app.connections.idle_for(Duration::ZERO, Instant::now()),
@@ -293,13 +299,14 @@ async fn accept_loop(
         match accepted {
             Ok((stream, peer)) => {
                 let _ = stream.set_nodelay(true);
-                tokio::spawn(serve(
+                // Boxed here, so the spawn copies a pointer rather than the whole future.
+                tokio::spawn(Box::pin(serve(
                     app.clone(),
                     listener_config.clone(),
                     stream,
                     peer,
                     drain.clone(),
-                ));
+                )));
             }
             Err(e) => {
                 warn!(error = %e, "accept failed");
@@ -319,7 +326,9 @@ async fn serve(
 ) {
     let _open = app.connections.enter();
     match listener.protocol {
-        Protocol::Http => http::serve(&app, stream, peer, None, &drain).await,
+        // Each protocol's future is boxed: the largest (a hyper connection, a TLS stream) would
+        // otherwise size this one, and a spawned future is copied whole at least once.
+        Protocol::Http => Box::pin(http::serve(&app, stream, peer, None, &drain)).await,
         Protocol::Https => {
             let Some(tls) = &app.tls else { return };
             // The ClientHello names the route: start its backend while the handshake goes on.
@@ -328,12 +337,12 @@ async fn serve(
                     app.routes[index].gate.prewarm();
                 }
             };
-            match tls
-                .accept(&listener.name, stream, app.proxy.handshake_timeout, prewarm)
-                .await
-            {
+            let accepted =
+                Box::pin(tls.accept(&listener.name, stream, app.proxy.handshake_timeout, prewarm))
+                    .await;
+            match accepted {
                 Ok((stream, handshake)) => {
-                    http::serve(&app, stream, peer, Some(handshake), &drain).await;
+                    Box::pin(http::serve(&app, stream, peer, Some(handshake), &drain)).await;
                 }
                 Err(e) => {
                     debug!(peer = %peer, listener = %listener.name, error = %e, "tls handshake failed")
@@ -343,11 +352,14 @@ async fn serve(
         Protocol::Tcp => {
             let Some(index) = listener.route else { return };
             let route = &app.routes[index];
-            relay(route, stream, peer, Vec::new()).await;
+            Box::pin(relay(route, stream, peer, Vec::new())).await;
         }
         Protocol::TlsPassthrough => {
-            let hello =
-                crate::proxy::tcp::read_client_hello(&stream, app.proxy.handshake_timeout).await;
+            let hello = Box::pin(crate::proxy::tcp::read_client_hello(
+                &stream,
+                app.proxy.handshake_timeout,
+            ))
+            .await;
             let (sni, initial) = match hello {
                 Ok(hello) => hello,
                 Err(e) => {
@@ -360,7 +372,7 @@ async fn serve(
                 .and_then(crate::route::normalize_host)
                 .and_then(|host| app.hosts.lookup(&host));
             match index {
-                Some(index) => relay(&app.routes[index], stream, peer, initial).await,
+                Some(index) => Box::pin(relay(&app.routes[index], stream, peer, initial)).await,
                 None => debug!(peer = %peer, sni = ?sni, "no route for the ClientHello's name"),
             }
         }

@@ -120,11 +120,20 @@ impl Clock {
     }
 }
 
+/// How much the first read takes at least. The protocol sniffing in front of hyper reads the
+/// first 24 bytes only (the length of the HTTP/2 preface); without this the rest of the first
+/// request would take a second read system call on every new connection.
+const FIRST_READ: usize = 4096;
+
 /// A client stream that tells its [`Clock`] when a request head starts arriving.
 pub(super) struct Watched<I> {
     io: I,
     clock: std::sync::Arc<Clock>,
     first: bool,
+    /// Bytes of the first read that did not fit the reader's buffer, and how many of them
+    /// were handed out.
+    ahead: Vec<u8>,
+    ahead_pos: usize,
 }
 
 impl<I> Watched<I> {
@@ -133,6 +142,8 @@ impl<I> Watched<I> {
             io,
             clock,
             first: true,
+            ahead: Vec::new(),
+            ahead_pos: 0,
         }
     }
 }
@@ -143,13 +154,39 @@ impl<I: AsyncRead + Unpin> AsyncRead for Watched<I> {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
+        let this = &mut *self;
+        if this.ahead_pos < this.ahead.len() {
+            let n = buf.remaining().min(this.ahead.len() - this.ahead_pos);
+            buf.put_slice(&this.ahead[this.ahead_pos..this.ahead_pos + n]);
+            this.ahead_pos += n;
+            if this.ahead_pos == this.ahead.len() {
+                this.ahead = Vec::new();
+                this.ahead_pos = 0;
+            }
+            return Poll::Ready(Ok(()));
+        }
+        if this.first && buf.remaining() < FIRST_READ {
+            let mut ahead = vec![0; FIRST_READ];
+            let mut into = ReadBuf::new(&mut ahead);
+            std::task::ready!(Pin::new(&mut this.io).poll_read(cx, &mut into))?;
+            let n = into.filled().len();
+            if n > 0 {
+                this.first = false;
+                this.clock.on_read(&ahead[..n], true);
+                let fits = buf.remaining().min(n);
+                buf.put_slice(&ahead[..fits]);
+                ahead.truncate(n);
+                (this.ahead, this.ahead_pos) = (ahead, fits);
+            }
+            return Poll::Ready(Ok(()));
+        }
         let before = buf.filled().len();
-        let result = Pin::new(&mut self.io).poll_read(cx, buf);
+        let result = Pin::new(&mut this.io).poll_read(cx, buf);
         if let Poll::Ready(Ok(())) = result
             && buf.filled().len() > before
         {
-            let first = std::mem::replace(&mut self.first, false);
-            self.clock.on_read(&buf.filled()[before..], first);
+            let first = std::mem::replace(&mut this.first, false);
+            this.clock.on_read(&buf.filled()[before..], first);
         }
         result
     }
@@ -261,6 +298,28 @@ mod tests {
             clock.check(done + KEEPALIVE, HEADER, KEEPALIVE),
             Verdict::Shutdown
         );
+    }
+
+    #[tokio::test]
+    async fn the_first_read_takes_the_whole_request_and_hands_it_out_in_small_pieces() {
+        use tokio::io::AsyncReadExt;
+        let (mut client, server) = tokio::io::duplex(64 * 1024);
+        let request: Vec<u8> = (0..3000u32).map(|i| b'a' + (i % 26) as u8).collect();
+        tokio::io::AsyncWriteExt::write_all(&mut client, &request)
+            .await
+            .unwrap();
+        drop(client);
+        let clock = std::sync::Arc::new(Clock::new());
+        let mut watched = Watched::new(server, clock.clone());
+        let mut got = Vec::new();
+        let mut small = [0u8; 24];
+        let n = watched.read(&mut small).await.unwrap();
+        got.extend_from_slice(&small[..n]);
+        // One read from the stream took everything; the reader gets it in its own sizes.
+        assert_eq!(watched.ahead.len(), 3000);
+        assert!(clock.head_since().is_some());
+        watched.read_to_end(&mut got).await.unwrap();
+        assert_eq!(got, request);
     }
 
     #[tokio::test(start_paused = true)]
