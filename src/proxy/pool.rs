@@ -30,6 +30,17 @@ use super::h1::{self, Conn};
 /// Idle connections kept per worker; more are closed when they come back.
 const MAX_IDLE: usize = 512;
 
+/// Pauses before the next try when the upstream refuses a connection: 310 ms in all. A backend
+/// that was ready may briefly not be listening (it restarts its listener, or a container's port
+/// forwarding catches up); a request waits that out rather than fail at once.
+const REFUSED_PAUSES: [Duration; 5] = [
+    Duration::from_millis(10),
+    Duration::from_millis(20),
+    Duration::from_millis(40),
+    Duration::from_millis(80),
+    Duration::from_millis(160),
+];
+
 /// The idle connections of one worker to one upstream.
 #[derive(Debug, Clone)]
 pub struct Pool {
@@ -151,18 +162,35 @@ impl Pool {
         Ok(Conn::new(self.connect_tcp().await?))
     }
 
+    /// Connects to the upstream; a refused connection is tried again a few times, briefly
+    /// (see [`REFUSED_PAUSES`]).
     async fn connect_tcp(&self) -> Result<TcpStream, SendError> {
-        let stream = tokio::time::timeout(self.connect_timeout, TcpStream::connect(self.addr))
-            .await
-            .map_err(|_| {
-                SendError::Connect(std::io::Error::new(
-                    std::io::ErrorKind::TimedOut,
-                    "connect timed out",
-                ))
-            })?
-            .map_err(SendError::Connect)?;
-        stream.set_nodelay(true).map_err(SendError::Connect)?;
-        Ok(stream)
+        let mut pauses = REFUSED_PAUSES.iter();
+        loop {
+            let connected =
+                tokio::time::timeout(self.connect_timeout, TcpStream::connect(self.addr)).await;
+            let stream = match connected {
+                Ok(Ok(stream)) => stream,
+                Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+                    match pauses.next() {
+                        Some(pause) => {
+                            tokio::time::sleep(*pause).await;
+                            continue;
+                        }
+                        None => return Err(SendError::Connect(e)),
+                    }
+                }
+                Ok(Err(e)) => return Err(SendError::Connect(e)),
+                Err(_) => {
+                    return Err(SendError::Connect(std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        "connect timed out",
+                    )));
+                }
+            };
+            stream.set_nodelay(true).map_err(SendError::Connect)?;
+            return Ok(stream);
+        }
     }
 }
 
