@@ -52,12 +52,20 @@ pub struct ProxyConfig {
     pub idle_exit: Option<Duration>,
     /// On shutdown, how long in-flight requests may take to finish.
     pub drain_timeout: Duration,
-    /// A client must send a whole request head within this.
+    /// A request head must be complete this long after its first bytes arrive.
     pub header_timeout: Duration,
     /// An idle client connection (no request in flight) is closed after this.
     pub keepalive_timeout: Duration,
+    /// Longest a client may keep a request body waiting for its next bytes, or leave a
+    /// response unread (its connection's writes blocked).
+    pub body_timeout: Duration,
     /// Largest request head accepted, in bytes.
     pub max_header_bytes: usize,
+    /// Longest request target (URI) accepted, in bytes.
+    pub max_uri_bytes: usize,
+    /// Client connections open at once, all listeners together; beyond it rouse stops
+    /// accepting until one closes.
+    pub max_connections: usize,
     /// Threads serving connections (default: one per core).
     pub workers: usize,
     /// A TLS client must finish its handshake (or a passthrough client send its ClientHello)
@@ -72,7 +80,10 @@ impl Default for ProxyConfig {
             drain_timeout: Duration::from_secs(10),
             header_timeout: Duration::from_secs(30),
             keepalive_timeout: Duration::from_secs(60),
+            body_timeout: Duration::from_secs(60),
             max_header_bytes: 64 * 1024,
+            max_uri_bytes: 8 * 1024,
+            max_connections: 10_000,
             workers: std::thread::available_parallelism().map_or(1, usize::from),
             handshake_timeout: Duration::from_secs(10),
         }

@@ -18,6 +18,14 @@ pub enum Error {
     /// The request named no host at all (no Host header, no authority).
     #[error("request has no host")]
     NoHost,
+    /// The request target is longer than `max_uri_bytes`.
+    #[error("request target of {length} bytes is longer than max_uri_bytes ({limit})")]
+    UriTooLong {
+        /// Bytes in the request target.
+        length: usize,
+        /// The configured limit.
+        limit: usize,
+    },
     /// The host matches no configured route.
     #[error("no route for host \"{0}\"")]
     NoRoute(String),
@@ -71,6 +79,7 @@ impl From<&Error> for StatusCode {
     fn from(err: &Error) -> Self {
         match err {
             Error::NoHost | Error::NoRoute(_) => StatusCode::NOT_FOUND,
+            Error::UriTooLong { .. } => StatusCode::URI_TOO_LONG,
             Error::Misdirected { .. } => StatusCode::MISDIRECTED_REQUEST,
             Error::TooManyPending { .. } | Error::ShuttingDown { .. } => {
                 StatusCode::SERVICE_UNAVAILABLE

@@ -20,6 +20,7 @@
 //! - [`lifecycle`]: one supervisor per route: start once, probe, serve, stop when idle.
 //! - [`ready`]: readiness probes (TCP connect, or an HTTP GET).
 //! - [`activity`]: counters of in-flight requests and open connections, and the idle clock.
+//! - [`stall`]: how long a client has kept a request body or a response waiting.
 //! - [`backend`]: the `Backend`/`Instance` traits and shared-resource claims; one file per kind:
 //!   [`backend::exec`] (commands), [`backend::systemd`] (units over D-Bus),
 //!   [`backend::container`] (podman and Docker containers over their REST APIs).
@@ -45,6 +46,7 @@ pub mod proxy;
 pub mod ready;
 pub mod route;
 pub mod server;
+pub mod stall;
 pub mod static_site;
 pub mod tls;
 pub mod units;

@@ -29,6 +29,7 @@ use tokio::net::TcpStream;
 
 use crate::activity::ActivityGuard;
 use crate::config::UpstreamProtocol;
+use crate::stall::Stall;
 
 /// Idle pooled upstream connections are closed after this.
 const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
@@ -364,6 +365,18 @@ pub enum Received {
 pub struct Body {
     kind: Kind,
     _in_flight: Option<InFlight>,
+    /// A client's request body: marks how long its next bytes have been awaited.
+    stall: Option<Waiting>,
+}
+
+/// Clears its stall when the body goes (a wait nobody polls any more is no wait).
+#[derive(Debug)]
+struct Waiting(Arc<Stall>);
+
+impl Drop for Waiting {
+    fn drop(&mut self) {
+        self.0.progressed();
+    }
 }
 
 #[derive(Debug)]
@@ -379,6 +392,7 @@ impl Body {
         Body {
             kind: Kind::Full((!bytes.is_empty()).then_some(bytes)),
             _in_flight: None,
+            stall: None,
         }
     }
 
@@ -387,11 +401,14 @@ impl Body {
         Body::full(Bytes::new())
     }
 
-    /// A client's request body, streamed to the upstream.
-    pub(crate) fn incoming(body: Incoming) -> Body {
+    /// A client's request body, streamed to the upstream; `stall` is marked while it waits for
+    /// the client.
+    pub(crate) fn incoming(body: Incoming, stall: &Arc<Stall>) -> Body {
+        let stall = (!http_body::Body::is_end_stream(&body)).then(|| Waiting(stall.clone()));
         Body {
             kind: Kind::Incoming(body),
             _in_flight: None,
+            stall,
         }
     }
 
@@ -405,6 +422,7 @@ impl Body {
         Body {
             kind,
             _in_flight: in_flight,
+            stall: None,
         }
     }
 }
@@ -417,9 +435,19 @@ impl http_body::Body for Body {
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        match &mut self.get_mut().kind {
+        let this = self.get_mut();
+        match &mut this.kind {
             Kind::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
-            Kind::Incoming(body) => Pin::new(body).poll_frame(cx).map_err(Into::into),
+            Kind::Incoming(body) => {
+                let polled = Pin::new(body).poll_frame(cx).map_err(Into::into);
+                if let Some(Waiting(stall)) = &this.stall {
+                    match polled {
+                        Poll::Pending => stall.waiting(),
+                        Poll::Ready(_) => stall.progressed(),
+                    }
+                }
+                polled
+            }
             Kind::Inline(body) => Pin::new(body).poll_frame(cx).map_err(Into::into),
         }
     }

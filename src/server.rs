@@ -28,7 +28,7 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::signal::unix::{Signal, SignalKind, signal};
-use tokio::sync::watch;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tracing::{debug, error, info, warn};
@@ -41,6 +41,9 @@ use crate::listen::Bound;
 use crate::route::HostMap;
 use crate::tls::Tls;
 use drain::Drain;
+
+/// Shortest time between two warnings that the connection limit is reached.
+const LIMIT_WARNING_EVERY: Duration = Duration::from_secs(60);
 
 /// How long accept waits after an error (out of descriptors, say) before trying again.
 const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(50);
@@ -233,6 +236,11 @@ fn worker(
             return;
         }
     };
+    // This worker's share of `max_connections`, for all its listeners together.
+    let (max, workers) = (app.proxy.max_connections, app.proxy.workers);
+    // At least one each, so every worker accepts (the limit is then rounded up to `workers`).
+    let share = (max / workers + usize::from(id < max % workers)).max(1);
+    let limit = Arc::new(Semaphore::new(share));
     runtime.block_on(async move {
         for (config, socket) in sockets {
             match TcpListener::from_std(socket) {
@@ -242,6 +250,7 @@ fn worker(
                         Arc::new(config),
                         listener,
                         drain.clone(),
+                        limit.clone(),
                     ));
                 }
                 Err(e) => error!(worker = id, error = %e, "cannot accept on a listener"),
@@ -290,8 +299,33 @@ async fn accept_loop(
     listener_config: Arc<ListenerConfig>,
     listener: TcpListener,
     drain: Arc<Drain>,
+    limit: Arc<Semaphore>,
 ) {
+    let mut warned: Option<Instant> = None;
     loop {
+        // At the limit, connections wait in the listen queue (then in the client's SYN
+        // retries) until one closes, as with nginx's worker_connections.
+        let permit = match limit.clone().try_acquire_owned() {
+            Ok(permit) => permit,
+            Err(_) => {
+                // Once a minute at most: a saturated proxy would say it for every connection.
+                if warned.is_none_or(|at| at.elapsed() >= LIMIT_WARNING_EVERY) {
+                    warned = Some(Instant::now());
+                    warn!(
+                    listener = %listener_config.name,
+                    max_connections = app.proxy.max_connections,
+                    "connection limit reached: not accepting until a connection closes"
+                    );
+                }
+                tokio::select! {
+                    permit = limit.clone().acquire_owned() => match permit {
+                        Ok(permit) => permit,
+                        Err(_) => return,
+                    },
+                    () = drain.wait() => return,
+                }
+            }
+        };
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
             () = drain.wait() => return,
@@ -306,6 +340,7 @@ async fn accept_loop(
                     stream,
                     peer,
                     drain.clone(),
+                    permit,
                 )));
             }
             Err(e) => {
@@ -323,6 +358,7 @@ async fn serve(
     stream: TcpStream,
     peer: SocketAddr,
     drain: Arc<Drain>,
+    _permit: OwnedSemaphorePermit,
 ) {
     let _open = app.connections.enter();
     match listener.protocol {

@@ -37,7 +37,10 @@ struct RawProxy {
     drain_timeout: Option<Spanned<String>>,
     header_timeout: Option<Spanned<String>>,
     keepalive_timeout: Option<Spanned<String>>,
+    body_timeout: Option<Spanned<String>>,
     max_header_bytes: Option<Spanned<i64>>,
+    max_uri_bytes: Option<Spanned<i64>>,
+    max_connections: Option<Spanned<i64>>,
     workers: Option<Spanned<i64>>,
     handshake_timeout: Option<Spanned<String>>,
 }
@@ -474,6 +477,23 @@ fn proxy_config(check: &Checker<'_>, p: &RawProxy) -> Result<ProxyConfig, Config
             "keepalive_timeout",
             d.keepalive_timeout,
         )?,
+        body_timeout: check.opt_duration(&p.body_timeout, "body_timeout", d.body_timeout)?,
+        max_uri_bytes: match &p.max_uri_bytes {
+            None => d.max_uri_bytes,
+            Some(v) => {
+                let n = check.positive(v, "max_uri_bytes")?;
+                if n < 256 {
+                    return Err(check.err(v.span(), "max_uri_bytes must be at least 256"));
+                }
+                n
+            }
+        },
+        max_connections: p
+            .max_connections
+            .as_ref()
+            .map_or(Ok(d.max_connections), |v| {
+                check.positive(v, "max_connections")
+            })?,
         workers: p
             .workers
             .as_ref()

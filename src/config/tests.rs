@@ -447,3 +447,37 @@ fn rejects_tls_on_a_plain_listener() {
     );
     rejects(&text, 4, "only for protocol = \"https\"");
 }
+
+#[test]
+fn client_limits_have_defaults_and_can_be_set() {
+    let c = parse(&format!("{LISTENER}{}", route("a", "a.example", 9101))).unwrap();
+    assert_eq!(c.proxy.body_timeout, Duration::from_secs(60));
+    assert_eq!(c.proxy.max_uri_bytes, 8192);
+    assert_eq!(c.proxy.max_connections, 10_000);
+    let c = parse(&format!(
+        "[proxy]\nbody_timeout = \"5s\"\nmax_uri_bytes = 2048\nmax_connections = 3\n{LISTENER}{}",
+        route("a", "a.example", 9101)
+    ))
+    .unwrap();
+    assert_eq!(c.proxy.body_timeout, Duration::from_secs(5));
+    assert_eq!(c.proxy.max_uri_bytes, 2048);
+    assert_eq!(c.proxy.max_connections, 3);
+}
+
+#[test]
+fn max_uri_bytes_must_be_at_least_256() {
+    rejects(
+        &format!("[proxy]\nmax_uri_bytes = 100\n{LISTENER}"),
+        2,
+        "max_uri_bytes must be at least 256",
+    );
+}
+
+#[test]
+fn max_connections_must_be_positive() {
+    rejects(
+        &format!("[proxy]\nmax_connections = 0\n{LISTENER}"),
+        2,
+        "max_connections",
+    );
+}

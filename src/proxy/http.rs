@@ -17,6 +17,7 @@ use super::{Body, InFlight, Upstream};
 use crate::activity::Activity;
 use crate::config::UpstreamProtocol;
 use crate::error::Error;
+use crate::stall::Stall;
 
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
@@ -44,6 +45,8 @@ pub struct Context<'a> {
     pub client: SocketAddr,
     /// Whether the client connection is TLS (X-Forwarded-Proto: https).
     pub https: bool,
+    /// Marked while the request body waits for the client's next bytes.
+    pub body_stall: &'a std::sync::Arc<Stall>,
 }
 
 /// Forwards `req` to `upstream` and returns the response to send to the client.
@@ -66,7 +69,7 @@ pub async fn forward(
             as_http1_upgrade(&mut parts);
             Request::from_parts(parts, Body::empty())
         }
-        None => req.map(Body::incoming),
+        None => req.map(|body| Body::incoming(body, cx.body_stall)),
     };
 
     let mut resp = match upstream.send(req, client_upgrade.is_some()).await {

@@ -16,10 +16,10 @@ use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::Instant;
-use tracing::debug;
+use tracing::{debug, info};
 
 use super::drain::Drain;
-use super::timeouts::{Clock, Verdict, Watched};
+use super::timeouts::{Clock, Cut, Limits, Verdict, Watched};
 use super::{App, Route};
 use crate::activity::ActivityGuard;
 use crate::error::Error;
@@ -82,14 +82,18 @@ pub(super) async fn serve<I>(
             Box::pin(async move { Ok::<_, Infallible>(app.handle(req, &conn, request).await) })
         })
     };
-    let (header, keepalive) = (app.proxy.header_timeout, app.proxy.keepalive_timeout);
+    let limits = Limits {
+        header: app.proxy.header_timeout,
+        keepalive: app.proxy.keepalive_timeout,
+        body: app.proxy.body_timeout,
+    };
     let serving = app
         .http
         .serve_connection_with_upgrades(TokioIo::new(Watched::new(io, clock.clone())), service);
     tokio::pin!(serving);
-    let first = match clock.check(Instant::now(), header, keepalive) {
+    let first = match clock.check(Instant::now(), limits) {
         Verdict::CheckAt(at) => at,
-        Verdict::Close | Verdict::Shutdown => Instant::now(),
+        Verdict::Close(_) | Verdict::Shutdown => Instant::now(),
     };
     let timer = tokio::time::sleep_until(first);
     tokio::pin!(timer);
@@ -102,7 +106,7 @@ pub(super) async fn serve<I>(
     let ended = std::future::poll_fn(|cx| {
         loop {
             if let Poll::Ready(result) = serving.as_mut().poll(cx) {
-                return Poll::Ready(result.map_err(|e| e.to_string()));
+                return Poll::Ready(result.map_err(Ended::Error));
             }
             if closing {
                 return Poll::Pending;
@@ -120,25 +124,30 @@ pub(super) async fn serve<I>(
                 return Poll::Pending;
             }
             armed = false;
-            match clock.check(Instant::now(), header, keepalive) {
+            match clock.check(Instant::now(), limits) {
                 Verdict::CheckAt(at) => timer.as_mut().reset(at),
                 Verdict::Shutdown => {
                     serving.as_mut().graceful_shutdown();
                     closing = true;
                 }
-                Verdict::Close => {
-                    return Poll::Ready(Err(format!(
-                        "request head not complete within header_timeout ({})",
-                        crate::error::fmt_duration(header)
-                    )));
-                }
+                Verdict::Close(cut) => return Poll::Ready(Err(Ended::Cut(cut))),
             }
         }
     })
     .await;
-    if let Err(e) = ended {
-        debug!(peer = %peer, error = %e, "connection error");
+    match ended {
+        Ok(()) => {}
+        Err(Ended::Cut(cut)) => info!(peer = %peer, reason = cut.reason(), "connection cut"),
+        Err(Ended::Error(e)) => debug!(peer = %peer, error = %e, "connection error"),
     }
+}
+
+/// Why a connection ended other than by a clean close.
+enum Ended {
+    /// A timeout of [`Clock`] cut it.
+    Cut(Cut),
+    /// hyper gave up on it (a malformed request, an I/O error).
+    Error(Box<dyn std::error::Error + Send + Sync>),
 }
 
 impl App {
@@ -149,6 +158,24 @@ impl App {
         conn: &Connection,
         request: ActivityGuard,
     ) -> Response<Body> {
+        let uri = req.uri();
+        let target = uri.path_and_query().map_or(0, |p| p.as_str().len())
+            + uri.authority().map_or(0, |a| a.as_str().len());
+        if target > self.proxy.max_uri_bytes {
+            let mut resp = Error::UriTooLong {
+                length: target,
+                limit: self.proxy.max_uri_bytes,
+            }
+            .to_response();
+            if req.version() < http::Version::HTTP_2 {
+                // Whatever else the client sent on this connection is not worth reading.
+                resp.headers_mut().insert(
+                    http::header::CONNECTION,
+                    http::HeaderValue::from_static("close"),
+                );
+            }
+            return resp;
+        }
         let index = match route::request_host(&req) {
             None => return Error::NoHost.to_response(),
             Some(host) => {
@@ -182,6 +209,7 @@ impl App {
             activity: &route.activity,
             client: conn.peer,
             https: conn.tls.is_some(),
+            body_stall: &conn.clock.reading,
         };
         proxy::http::forward(req, &upstream, cx, in_flight).await
     }

@@ -4,6 +4,9 @@
 //!   otherwise the connection is closed.
 //! - `keepalive_timeout`: a connection with no request in flight, and no request head arriving,
 //!   is shut down gracefully after this long.
+//! - `body_timeout`: a request body whose next bytes have not come for this long (HTTP/1), or a
+//!   connection whose writes have been blocked this long (the client reads nothing): the
+//!   connection is closed.
 //!
 //! hyper's own header timer is armed and disarmed on every request: an allocation, a timer-wheel
 //! insert and removal, and at times a wake-up of the worker's event loop. Here the reads only
@@ -24,15 +27,46 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::Instant;
 
 use crate::activity::{Activity, ActivityGuard};
+use crate::stall::Stall;
 
 /// The connection preface of HTTP/2 starts with these bytes; no HTTP/1 method does.
 const H2_PREFACE_START: &[u8] = b"PRI ";
 
+/// Why a connection is closed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Cut {
+    /// A request head not complete `header_timeout` after its first bytes.
+    Head,
+    /// A request body that sent nothing for `body_timeout`.
+    Body,
+    /// A response the client has not read for `body_timeout`.
+    Unread,
+}
+
+impl Cut {
+    /// For the log line.
+    pub(super) fn reason(self) -> &'static str {
+        match self {
+            Cut::Head => "request head not complete within header_timeout",
+            Cut::Body => "request body sent nothing for body_timeout",
+            Cut::Unread => "response not read for body_timeout",
+        }
+    }
+}
+
+/// The timeouts that apply to a connection.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Limits {
+    pub(super) header: Duration,
+    pub(super) keepalive: Duration,
+    pub(super) body: Duration,
+}
+
 /// What a timer check decided.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Verdict {
-    /// A request head has been arriving for longer than `header_timeout`: close now.
-    Close,
+    /// A timeout passed that ends the connection at once.
+    Close(Cut),
     /// Idle for `keepalive_timeout`: shut down gracefully.
     Shutdown,
     /// Nothing to do yet: look again at this time.
@@ -50,16 +84,23 @@ pub(super) struct Clock {
     multiplexed: AtomicBool,
     /// Requests of this connection in flight (their responses not yet fully sent).
     requests: std::sync::Arc<Activity>,
+    /// A request body waiting for the client's next bytes.
+    pub(super) reading: std::sync::Arc<Stall>,
+    /// Writes to the client blocked.
+    writing: Stall,
 }
 
 impl Clock {
     /// The clock of a connection opened now.
     pub(super) fn new() -> Clock {
+        let opened = Instant::now();
         Clock {
-            opened: Instant::now(),
+            opened,
             head_since: AtomicU64::new(0),
             multiplexed: AtomicBool::new(false),
             requests: Activity::new(),
+            reading: std::sync::Arc::new(Stall::new(opened)),
+            writing: Stall::new(opened),
         }
     }
 
@@ -84,6 +125,14 @@ impl Clock {
         }
     }
 
+    /// A write to the client returned: blocked, or through.
+    fn wrote(&self, result: &Poll<io::Result<usize>>) {
+        match result {
+            Poll::Pending => self.writing.waiting(),
+            Poll::Ready(_) => self.writing.progressed(),
+        }
+    }
+
     fn head_since(&self) -> Option<Instant> {
         match self.head_since.load(Ordering::Relaxed) {
             0 => None,
@@ -92,30 +141,49 @@ impl Clock {
     }
 
     /// Decides at `now` what the timeouts call for.
-    pub(super) fn check(&self, now: Instant, header: Duration, keepalive: Duration) -> Verdict {
+    pub(super) fn check(&self, now: Instant, limits: Limits) -> Verdict {
         let multiplexed = self.multiplexed.load(Ordering::Relaxed);
-        // The longest the timer may sleep: a head starting just after this check must be caught
-        // `header` after it starts.
-        let latest = now + if multiplexed { keepalive } else { header };
-        if !multiplexed && let Some(since) = self.head_since() {
-            let at = since + header;
-            return if at <= now {
-                Verdict::Close
+        // The longest the timer may sleep: a head or a stall that begins just after this check
+        // must still be caught on time.
+        let latest = now
+            + limits.body.min(if multiplexed {
+                limits.keepalive
             } else {
-                Verdict::CheckAt(at.min(latest))
+                limits.header
+            });
+        let mut next = latest;
+        let stalls = [
+            (Some(&self.writing), Cut::Unread),
+            ((!multiplexed).then_some(&*self.reading), Cut::Body),
+        ];
+        for (stall, cut) in stalls {
+            if let Some(since) = stall.and_then(Stall::since) {
+                let at = since + limits.body;
+                if at <= now {
+                    return Verdict::Close(cut);
+                }
+                next = next.min(at);
+            }
+        }
+        if !multiplexed && let Some(since) = self.head_since() {
+            let at = since + limits.header;
+            return if at <= now {
+                Verdict::Close(Cut::Head)
+            } else {
+                Verdict::CheckAt(next.min(at))
             };
         }
         match self.requests.idle_since() {
             Some(idle) => {
-                let at = idle.max(self.opened) + keepalive;
+                let at = idle.max(self.opened) + limits.keepalive;
                 if at <= now {
                     Verdict::Shutdown
                 } else {
-                    Verdict::CheckAt(at.min(latest))
+                    Verdict::CheckAt(next.min(at))
                 }
             }
-            // Busy; body timeouts are the request's own business.
-            None => Verdict::CheckAt(latest),
+            // Busy: the stalls above are all that can end it.
+            None => Verdict::CheckAt(next),
         }
     }
 }
@@ -198,7 +266,9 @@ impl<I: AsyncWrite + Unpin> AsyncWrite for Watched<I> {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.io).poll_write(cx, buf)
+        let written = Pin::new(&mut self.io).poll_write(cx, buf);
+        self.clock.wrote(&written);
+        written
     }
 
     fn poll_write_vectored(
@@ -206,7 +276,9 @@ impl<I: AsyncWrite + Unpin> AsyncWrite for Watched<I> {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
+        let written = Pin::new(&mut self.io).poll_write_vectored(cx, bufs);
+        self.clock.wrote(&written);
+        written
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -228,23 +300,25 @@ mod tests {
 
     const HEADER: Duration = Duration::from_secs(30);
     const KEEPALIVE: Duration = Duration::from_secs(60);
+    const LIMITS: Limits = Limits {
+        header: HEADER,
+        keepalive: KEEPALIVE,
+        body: Duration::from_secs(45),
+    };
 
     #[tokio::test(start_paused = true)]
     async fn an_idle_connection_is_shut_down_after_keepalive_checking_every_header_timeout() {
         let clock = Clock::new();
         let opened = Instant::now();
         assert_eq!(
-            clock.check(opened, HEADER, KEEPALIVE),
+            clock.check(opened, LIMITS),
             Verdict::CheckAt(opened + HEADER)
         );
         assert_eq!(
-            clock.check(opened + HEADER, HEADER, KEEPALIVE),
+            clock.check(opened + HEADER, LIMITS),
             Verdict::CheckAt(opened + KEEPALIVE)
         );
-        assert_eq!(
-            clock.check(opened + KEEPALIVE, HEADER, KEEPALIVE),
-            Verdict::Shutdown
-        );
+        assert_eq!(clock.check(opened + KEEPALIVE, LIMITS), Verdict::Shutdown);
     }
 
     #[tokio::test(start_paused = true)]
@@ -256,20 +330,17 @@ mod tests {
         let started = opened + Duration::from_secs(10);
         // The check armed at open (for opened + 30s) finds the head and waits for its deadline.
         assert_eq!(
-            clock.check(opened + HEADER, HEADER, KEEPALIVE),
+            clock.check(opened + HEADER, LIMITS),
             Verdict::CheckAt(started + HEADER)
         );
         assert_eq!(
-            clock.check(started + HEADER, HEADER, KEEPALIVE),
-            Verdict::Close
+            clock.check(started + HEADER, LIMITS),
+            Verdict::Close(Cut::Head)
         );
         // Completed in time instead: the request is in flight, the connection is not idle.
         let request = clock.head_complete();
         let now = started + HEADER;
-        assert_eq!(
-            clock.check(now, HEADER, KEEPALIVE),
-            Verdict::CheckAt(now + HEADER)
-        );
+        assert_eq!(clock.check(now, LIMITS), Verdict::CheckAt(now + HEADER));
         // Bytes read while a request is in flight (its body) start no head clock.
         clock.on_read(b"body", false);
         assert_eq!(clock.head_since(), None);
@@ -287,17 +358,14 @@ mod tests {
         let done = opened + Duration::from_secs(50);
         let next = opened + KEEPALIVE + HEADER;
         assert_eq!(
-            clock.check(opened + KEEPALIVE, HEADER, KEEPALIVE),
+            clock.check(opened + KEEPALIVE, LIMITS),
             Verdict::CheckAt(next)
         );
         assert_eq!(
-            clock.check(next, HEADER, KEEPALIVE),
+            clock.check(next, LIMITS),
             Verdict::CheckAt(done + KEEPALIVE)
         );
-        assert_eq!(
-            clock.check(done + KEEPALIVE, HEADER, KEEPALIVE),
-            Verdict::Shutdown
-        );
+        assert_eq!(clock.check(done + KEEPALIVE, LIMITS), Verdict::Shutdown);
     }
 
     #[tokio::test]
@@ -323,6 +391,40 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn a_stalled_request_body_or_unread_response_is_cut_at_body_timeout() {
+        let clock = Clock::new();
+        let opened = Instant::now();
+        clock.on_read(b"POST / HTTP/1.1\r\n\r\n", true);
+        let _request = clock.head_complete();
+        clock.reading.waiting();
+        // Busy, but the stall bounds the next look.
+        assert_eq!(
+            clock.check(opened, LIMITS),
+            Verdict::CheckAt(opened + HEADER)
+        );
+        assert_eq!(
+            clock.check(opened + HEADER, LIMITS),
+            Verdict::CheckAt(opened + LIMITS.body)
+        );
+        assert_eq!(
+            clock.check(opened + LIMITS.body, LIMITS),
+            Verdict::Close(Cut::Body)
+        );
+        clock.reading.progressed();
+        tokio::time::advance(LIMITS.body).await;
+        clock.wrote(&Poll::Pending);
+        let now = opened + LIMITS.body;
+        assert_eq!(clock.check(now, LIMITS), Verdict::CheckAt(now + HEADER));
+        assert_eq!(
+            clock.check(now + LIMITS.body, LIMITS),
+            Verdict::Close(Cut::Unread)
+        );
+        clock.wrote(&Poll::Ready(Ok(10)));
+        let later = now + LIMITS.body;
+        assert_eq!(clock.check(later, LIMITS), Verdict::CheckAt(later + HEADER));
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn http2_connections_have_no_head_clock() {
         let clock = Clock::new();
         let opened = Instant::now();
@@ -330,8 +432,8 @@ mod tests {
         clock.on_read(b"\x00\x00\x00\x04", false);
         assert_eq!(clock.head_since(), None);
         assert_eq!(
-            clock.check(opened, HEADER, KEEPALIVE),
-            Verdict::CheckAt(opened + KEEPALIVE)
+            clock.check(opened, LIMITS),
+            Verdict::CheckAt(opened + LIMITS.body)
         );
     }
 }

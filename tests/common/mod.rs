@@ -8,6 +8,7 @@
 #![allow(dead_code)]
 
 pub mod sandbox;
+pub mod scripted;
 pub mod tls;
 use std::fs;
 use std::io;
@@ -583,6 +584,23 @@ impl Conn {
         let mut buf = vec![0; n];
         deadline(self.stream.read_exact(&mut buf)).await?;
         Ok(buf)
+    }
+
+    /// Read until the server closes the connection (EOF or reset): how many bytes came.
+    pub async fn read_until_closed(&mut self) -> io::Result<usize> {
+        deadline(async {
+            let mut total = 0;
+            let mut buf = vec![0; 64 * 1024];
+            loop {
+                match self.stream.read(&mut buf).await {
+                    Ok(0) => return Ok(total),
+                    Ok(n) => total += n,
+                    Err(e) if e.kind() == io::ErrorKind::ConnectionReset => return Ok(total),
+                    Err(e) => return Err(e),
+                }
+            }
+        })
+        .await
     }
 
     /// Read one response: head, then a body framed by Content-Length, chunked encoding, or EOF.
