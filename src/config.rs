@@ -188,6 +188,44 @@ pub struct RouteConfig {
     pub upstream_ca: Option<PathBuf>,
     /// PROXY protocol header sent on TCP and TLS-passthrough connections to the upstream.
     pub proxy_protocol: Option<ProxyProtocol>,
+    /// Requests that never wake the backend nor keep it awake (health checks, monitors).
+    pub passive: Passive,
+    /// Browsers (GET, `Accept: text/html`) kept waiting this long for a start get a small
+    /// "starting" page that reloads itself instead.
+    pub starting_page: Option<Duration>,
+}
+
+/// `passive_paths` and `passive_user_agents` of a route: requests answered `503` while the
+/// backend is not running, without starting it, and forwarded without counting as activity
+/// while it runs.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Passive {
+    /// Exact paths (without the query), or prefixes when they end in `*`.
+    pub paths: Vec<String>,
+    /// Lowercase substrings of the `User-Agent` header.
+    pub user_agents: Vec<String>,
+}
+
+impl Passive {
+    /// Whether a request with this path and user agent is passive.
+    pub fn matches(&self, path: &str, user_agent: Option<&[u8]>) -> bool {
+        let path_matches = self.paths.iter().any(|p| match p.strip_suffix('*') {
+            Some(prefix) => path.starts_with(prefix),
+            None => path == p,
+        });
+        path_matches
+            || user_agent.is_some_and(|ua| {
+                let ua = ua.to_ascii_lowercase();
+                self.user_agents
+                    .iter()
+                    .any(|needle| ua.windows(needle.len()).any(|w| w == needle.as_bytes()))
+            })
+    }
+
+    /// Whether nothing is passive.
+    pub fn is_empty(&self) -> bool {
+        self.paths.is_empty() && self.user_agents.is_empty()
+    }
 }
 
 /// How rouse decides that a started backend is ready.

@@ -60,6 +60,18 @@ pub enum Error {
         /// Route name.
         route: Arc<str>,
     },
+    /// A passive request (health check, monitor) for a route whose backend is not running.
+    #[error("route \"{route}\": the backend is asleep, and this request does not wake it")]
+    Sleeping {
+        /// Route name.
+        route: Arc<str>,
+    },
+    /// A browser waited `starting_page` for a start: it gets a page that reloads itself.
+    #[error("route \"{route}\": starting")]
+    Starting {
+        /// Route name.
+        route: Arc<str>,
+    },
     /// The backend was ready but the forwarded request failed.
     #[error("route \"{route}\": upstream {upstream}: {cause}")]
     Upstream {
@@ -81,9 +93,10 @@ impl From<&Error> for StatusCode {
             Error::NoHost | Error::NoRoute(_) => StatusCode::NOT_FOUND,
             Error::UriTooLong { .. } => StatusCode::URI_TOO_LONG,
             Error::Misdirected { .. } => StatusCode::MISDIRECTED_REQUEST,
-            Error::TooManyPending { .. } | Error::ShuttingDown { .. } => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            Error::TooManyPending { .. }
+            | Error::ShuttingDown { .. }
+            | Error::Sleeping { .. }
+            | Error::Starting { .. } => StatusCode::SERVICE_UNAVAILABLE,
             Error::StartFailed { cause, .. } => match **cause {
                 StartError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
                 _ => StatusCode::BAD_GATEWAY,
@@ -97,18 +110,42 @@ impl Error {
     /// The response a client gets for this error: its status and a one-line plain-text body.
     pub fn to_response(&self) -> Response<Body> {
         let status = StatusCode::from(self);
-        let mut resp = Response::new(Body::full(Bytes::from(format!("rouse: {self}\n"))));
+        let (body, content_type) = match self {
+            Error::Starting { route } => (starting_page(route), "text/html; charset=utf-8"),
+            _ => (format!("rouse: {self}\n"), "text/plain; charset=utf-8"),
+        };
+        let mut resp = Response::new(Body::full(Bytes::from(body)));
         *resp.status_mut() = status;
         let headers = resp.headers_mut();
-        headers.insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("text/plain; charset=utf-8"),
-        );
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+        if let Error::Starting { .. } = self {
+            headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        }
         if status == StatusCode::SERVICE_UNAVAILABLE {
             headers.insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECS));
         }
         resp
     }
+}
+
+/// The page a browser gets while its site starts: it says so, and reloads itself every second.
+fn starting_page(route: &str) -> String {
+    let route: String = route
+        .chars()
+        .map(|c| match c {
+            '<' => "&lt;".to_string(),
+            '>' => "&gt;".to_string(),
+            '&' => "&amp;".to_string(),
+            '"' => "&quot;".to_string(),
+            c => c.to_string(),
+        })
+        .collect();
+    format!(
+        "<!doctype html>\n<html><head><meta charset=\"utf-8\">\
+         <meta http-equiv=\"refresh\" content=\"{RETRY_AFTER_SECS}\">\
+         <title>Starting {route}</title></head>\n<body><p>{route} is starting. \
+         This page reloads itself.</p></body></html>\n"
+    )
 }
 
 /// Formats a duration the way the config file writes it ("300ms", "20s").

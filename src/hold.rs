@@ -35,6 +35,14 @@ impl Gate {
         }
     }
 
+    /// Where to forward to if the backend is ready now; never starts it.
+    pub fn ready(&self) -> Option<Arc<Upstream>> {
+        match &self.shared.state.borrow().state {
+            State::Ready(upstream) => Some(upstream.clone()),
+            _ => None,
+        }
+    }
+
     /// Waits until the route's backend is ready and returns where to forward to.
     pub async fn acquire(&self) -> Result<Arc<Upstream>, Error> {
         if let State::Ready(upstream) = &self.shared.state.borrow().state {

@@ -342,8 +342,8 @@ pub fn upstream_tls(
 /// What keeps a forwarded request counted until its response body has been sent.
 #[derive(Debug)]
 pub struct InFlight {
-    /// Counts the request toward its route's activity.
-    pub route: ActivityGuard,
+    /// Counts the request toward its route's activity (not for a passive request).
+    pub route: Option<ActivityGuard>,
     /// Counts the request toward its client connection's activity.
     pub connection: ActivityGuard,
 }

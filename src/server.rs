@@ -34,7 +34,7 @@ use tokio::time::Instant;
 use tracing::{debug, error, info, warn};
 
 use crate::activity::Activity;
-use crate::config::{Config, ListenerConfig, Protocol, ProxyConfig, ProxyProtocol};
+use crate::config::{Config, ListenerConfig, Passive, Protocol, ProxyConfig, ProxyProtocol};
 use crate::hold::Gate;
 use crate::lifecycle::{Shared, Supervisor};
 use crate::listen::Bound;
@@ -65,6 +65,10 @@ struct Route {
     gate: Gate,
     /// PROXY protocol header for TCP and TLS-passthrough connections to the upstream.
     proxy_protocol: Option<ProxyProtocol>,
+    /// Requests that neither wake the backend nor keep it awake.
+    passive: Passive,
+    /// How long a browser waits for a start before it gets the "starting" page.
+    starting_page: Option<Duration>,
 }
 
 /// What every connection task shares.
@@ -124,6 +128,8 @@ pub async fn run(
             activity,
             gate: Gate::new(shared),
             proxy_protocol: rc.proxy_protocol,
+            passive: rc.passive.clone(),
+            starting_page: rc.starting_page,
         });
     }
 

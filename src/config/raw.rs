@@ -14,8 +14,8 @@ use toml::Spanned;
 
 use super::{
     BackendConfig, BusAddress, Config, ConfigError, ContainerConfig, CreateSpec, Engine,
-    ExecConfig, ListenerConfig, Protocol, ProxyConfig, ProxyProtocol, ReadyCheck, RouteConfig,
-    Signal, SystemdConfig, TlsFiles, UpstreamProtocol, line_col,
+    ExecConfig, ListenerConfig, Passive, Protocol, ProxyConfig, ProxyProtocol, ReadyCheck,
+    RouteConfig, Signal, SystemdConfig, TlsFiles, UpstreamProtocol, line_col,
 };
 use crate::route::HostPattern;
 
@@ -79,6 +79,9 @@ struct RawRoute {
     upstream_protocol: Option<Spanned<String>>,
     upstream_ca: Option<Spanned<String>>,
     proxy_protocol: Option<Spanned<String>>,
+    passive_paths: Option<Spanned<Vec<Spanned<String>>>>,
+    passive_user_agents: Option<Spanned<Vec<Spanned<String>>>>,
+    starting_page: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -368,9 +371,34 @@ pub(super) fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
             None => BackendConfig::None,
             Some(b) => backend_config(&check, b.get_ref(), &base_dir)?,
         };
+        let mut passive = Passive::default();
+        for p in r.passive_paths.iter().flat_map(|p| p.get_ref()) {
+            if !p.get_ref().starts_with('/') {
+                return Err(check.err(
+                    p.span(),
+                    format!("passive path \"{}\" must start with /", p.get_ref()),
+                ));
+            }
+            passive.paths.push(p.get_ref().clone());
+        }
+        for ua in r.passive_user_agents.iter().flat_map(|u| u.get_ref()) {
+            if ua.get_ref().trim().is_empty() {
+                return Err(check.err(ua.span(), "passive user agent is empty"));
+            }
+            passive
+                .user_agents
+                .push(ua.get_ref().trim().to_ascii_lowercase());
+        }
+        let starting_page = r
+            .starting_page
+            .as_ref()
+            .map(|v| check.duration(v, "starting_page"))
+            .transpose()?;
         routes.push(RouteConfig {
             name,
             hosts,
+            passive,
+            starting_page,
             upstream: check.addr(&r.upstream, "upstream")?,
             idle_timeout: check.opt_duration(
                 &r.idle_timeout,

@@ -481,3 +481,32 @@ fn max_connections_must_be_positive() {
         "max_connections",
     );
 }
+
+#[test]
+fn passive_paths_must_start_with_a_slash() {
+    rejects(
+        &format!(
+            "{LISTENER}{}passive_paths = [\"healthz\"]\n",
+            route("a", "a.example", 9101)
+        ),
+        8,
+        "passive path \"healthz\" must start with /",
+    );
+}
+
+#[test]
+fn passive_requests_match_by_path_prefix_or_user_agent() {
+    let c = parse(&format!(
+        "{LISTENER}{}passive_paths = [\"/healthz\", \"/status/*\"]\npassive_user_agents = [\"UptimeRobot\"]\nstarting_page = \"2s\"\n",
+        route("a", "a.example", 9101)
+    ))
+    .unwrap();
+    let r = &c.routes[0];
+    assert_eq!(r.starting_page, Some(Duration::from_secs(2)));
+    let p = &r.passive;
+    assert!(p.matches("/healthz", None));
+    assert!(!p.matches("/healthz/deep", None));
+    assert!(p.matches("/status/db", None));
+    assert!(!p.matches("/", Some(b"Mozilla/5.0")));
+    assert!(p.matches("/", Some(b"Mozilla/5.0 (compatible; uptimerobot/2.0)")));
+}

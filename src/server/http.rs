@@ -142,6 +142,16 @@ pub(super) async fn serve<I>(
     }
 }
 
+/// Whether the client is a browser asking for a page (GET or HEAD, `Accept: text/html`).
+fn wants_html<B>(req: &Request<B>) -> bool {
+    matches!(*req.method(), http::Method::GET | http::Method::HEAD)
+        && req
+            .headers()
+            .get_all(http::header::ACCEPT)
+            .iter()
+            .any(|v| v.as_bytes().windows(9).any(|w| w == b"text/html"))
+}
+
 /// Why a connection ended other than by a clean close.
 enum Ended {
     /// A timeout of [`Clock`] cut it.
@@ -150,7 +160,31 @@ enum Ended {
     Error(Box<dyn std::error::Error + Send + Sync>),
 }
 
+impl Route {
+    /// Whether `req` is one of the route's passive requests (see [`crate::config::Passive`]).
+    fn is_passive<B>(&self, req: &Request<B>) -> bool {
+        !self.passive.is_empty()
+            && self.passive.matches(
+                req.uri().path(),
+                req.headers()
+                    .get(http::header::USER_AGENT)
+                    .map(http::HeaderValue::as_bytes),
+            )
+    }
+}
+
 impl App {
+    /// What the forwarding needs to know of the route and the connection.
+    fn context<'a>(&self, route: &'a Route, conn: &'a Connection) -> proxy::http::Context<'a> {
+        proxy::http::Context {
+            route: &route.name,
+            activity: &route.activity,
+            client: conn.peer,
+            https: conn.tls.is_some(),
+            body_stall: &conn.clock.reading,
+        }
+    }
+
     /// Routes, holds and forwards one request.
     async fn handle(
         &self,
@@ -195,22 +229,43 @@ impl App {
             }
         };
         let route = &self.routes[index];
+        if route.is_passive(&req) {
+            // Never starts the backend, never keeps it awake.
+            let Some(upstream) = route.gate.ready() else {
+                return Error::Sleeping {
+                    route: route.name.clone(),
+                }
+                .to_response();
+            };
+            let in_flight = InFlight {
+                connection: request,
+                route: None,
+            };
+            return proxy::http::forward(req, &upstream, self.context(route, conn), in_flight)
+                .await;
+        }
         let in_flight = InFlight {
             connection: request,
-            route: route.activity.enter(),
+            route: Some(route.activity.enter()),
         };
         conn.bind(index, route);
-        let upstream = match route.gate.acquire().await {
+        let acquired = match route.starting_page {
+            Some(after) if route.gate.ready().is_none() && wants_html(&req) => {
+                match tokio::time::timeout(after, route.gate.acquire()).await {
+                    Ok(acquired) => acquired,
+                    // The start goes on; the page reloads itself until it is done.
+                    Err(_) => Err(Error::Starting {
+                        route: route.name.clone(),
+                    }),
+                }
+            }
+            _ => route.gate.acquire().await,
+        };
+        let upstream = match acquired {
             Ok(upstream) => upstream,
             Err(e) => return e.to_response(),
         };
-        let cx = proxy::http::Context {
-            route: &route.name,
-            activity: &route.activity,
-            client: conn.peer,
-            https: conn.tls.is_some(),
-            body_stall: &conn.clock.reading,
-        };
+        let cx = self.context(route, conn);
         proxy::http::forward(req, &upstream, cx, in_flight).await
     }
 }
