@@ -43,6 +43,9 @@ pub struct Config {
     pub listeners: Vec<ListenerConfig>,
     /// The sites rouse fronts.
     pub routes: Vec<RouteConfig>,
+    /// `[admin] bind`: where `/metrics`, `/status` and `/health` are served (never on a
+    /// listener).
+    pub admin: Option<SocketAddr>,
 }
 
 /// `[proxy]`: settings of the process as a whole.

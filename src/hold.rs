@@ -35,6 +35,21 @@ impl Gate {
         }
     }
 
+    /// The route's counters.
+    pub fn stats(&self) -> &crate::stats::RouteStats {
+        &self.shared.stats
+    }
+
+    /// The route's state now, and how many requests are held.
+    pub fn state(&self) -> (State, usize) {
+        (
+            self.shared.state.borrow().state.clone(),
+            self.shared
+                .pending
+                .load(std::sync::atomic::Ordering::Relaxed),
+        )
+    }
+
     /// Where to forward to if the backend is ready now; never starts it.
     pub fn ready(&self) -> Option<Arc<Upstream>> {
         match &self.shared.state.borrow().state {

@@ -21,6 +21,8 @@
 //! - [`ready`]: readiness probes (TCP connect, or an HTTP GET).
 //! - [`activity`]: counters of in-flight requests and open connections, and the idle clock.
 //! - [`stall`]: how long a client has kept a request body or a response waiting.
+//! - [`stats`]: per-route counters (requests, responses, starts, stops) for the admin listener.
+//! - [`admin`]: the admin listener: `/metrics` (Prometheus), `/status` (JSON), `/health`.
 //! - [`backend`]: the `Backend`/`Instance` traits and shared-resource claims; one file per kind:
 //!   [`backend::exec`] (commands), [`backend::systemd`] (units over D-Bus),
 //!   [`backend::container`] (podman and Docker containers over their REST APIs).
@@ -35,6 +37,7 @@
 //! - [`static_site`]: a tiny file/text server for demos and tests (`rouse static`).
 
 pub mod activity;
+pub mod admin;
 pub mod backend;
 pub mod config;
 pub mod error;
@@ -48,5 +51,6 @@ pub mod route;
 pub mod server;
 pub mod stall;
 pub mod static_site;
+pub mod stats;
 pub mod tls;
 pub mod units;

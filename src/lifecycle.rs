@@ -22,6 +22,7 @@ use crate::backend::{Backend, Instance, StartError};
 use crate::config::{ReadyCheck, RouteConfig, UpstreamProtocol};
 use crate::proxy::Upstream;
 use crate::ready;
+use crate::stats::RouteStats;
 
 /// Where a route's backend is in its life.
 #[derive(Clone, Debug)]
@@ -62,6 +63,8 @@ pub struct Shared {
     pub pending: AtomicUsize,
     /// Most requests that may be held at once.
     pub max_pending: usize,
+    /// What the route did, for the admin listener.
+    pub stats: RouteStats,
 }
 
 impl Shared {
@@ -87,6 +90,7 @@ impl Shared {
             wants,
             pending: AtomicUsize::new(0),
             max_pending: route.max_pending,
+            stats: RouteStats::new(workers),
         })
     }
 }
@@ -150,6 +154,7 @@ impl Supervisor {
             wants: wants_tx,
             pending: AtomicUsize::new(0),
             max_pending: route.max_pending,
+            stats: RouteStats::new(workers),
         });
         let supervisor = Supervisor {
             shared: shared.clone(),
@@ -220,6 +225,7 @@ impl Supervisor {
     }
 
     fn fail(&self, cause: StartError, started: Instant) {
+        self.shared.stats.start_failed();
         warn!(route = %self.shared.route, attempt = self.attempt, elapsed_ms = ms(started.elapsed()), error = %cause, "backend start failed");
         self.publish(State::Failed(Arc::new(cause)));
     }
@@ -229,6 +235,7 @@ impl Supervisor {
         let started = Instant::now();
         let deadline = started + self.start_timeout;
         self.publish(State::Starting);
+        self.shared.stats.start_attempted();
         info!(route = %self.shared.route, attempt = self.attempt, "backend starting");
         let mut instance = match tokio::time::timeout_at(deadline, self.backend.start()).await {
             Ok(Ok(instance)) => instance,
@@ -256,6 +263,7 @@ impl Supervisor {
         };
         match outcome {
             Outcome::Ready => {
+                self.shared.stats.ready(started.elapsed());
                 info!(route = %self.shared.route, attempt = self.attempt, elapsed_ms = ms(started.elapsed()), "backend ready");
                 Started::Ready(instance)
             }
@@ -293,6 +301,7 @@ impl Supervisor {
             tokio::select! {
                 cause = instance.exited() => {
                     warn!(route = %self.shared.route, attempt = self.attempt, uptime_s = ready_at.elapsed().as_secs(), cause = %cause, "backend exited");
+                    self.shared.stats.stopped();
                     self.publish(State::Stopped);
                     return None;
                 }
@@ -318,6 +327,7 @@ impl Supervisor {
 
     async fn stop(&mut self, instance: Box<dyn Instance>, reason: &'static str) {
         let started = Instant::now();
+        self.shared.stats.stopped();
         if !matches!(self.shared.state.borrow().state, State::Failed(_)) {
             self.publish(State::Stopping);
         }

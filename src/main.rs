@@ -37,6 +37,12 @@ enum Command {
         #[arg(short, long, value_name = "FILE")]
         config: PathBuf,
     },
+    /// Print the routes of a running rouse (asks its admin listener, `[admin] bind`).
+    Status {
+        /// The config file of the running rouse.
+        #[arg(short, long, value_name = "FILE")]
+        config: PathBuf,
+    },
     /// Write the systemd units that run rouse socket-activated for a config.
     Units {
         /// The config file (the service will run with its absolute path).
@@ -81,6 +87,16 @@ fn main() -> ExitCode {
     init_logging();
     match cli.command {
         Command::Check { config } => check(&config),
+        Command::Status { config } => match status(&config) {
+            Ok(table) => {
+                print!("{table}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("rouse status: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
         Command::Units {
             config,
             output,
@@ -153,6 +169,88 @@ fn check(path: &std::path::Path) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Asks the admin listener of the rouse running `path` for `/status` and renders it as a table.
+fn status(path: &std::path::Path) -> anyhow::Result<String> {
+    use std::io::{Read, Write};
+    let config = Config::load(path).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let Some(addr) = config.admin else {
+        anyhow::bail!(
+            "{} has no [admin] bind: add [admin] bind = \"127.0.0.1:9900\" and restart rouse",
+            path.display()
+        );
+    };
+    let timeout = std::time::Duration::from_secs(5);
+    let mut stream = std::net::TcpStream::connect_timeout(&addr, timeout)
+        .with_context(|| format!("cannot reach the admin listener at {addr}: is rouse running?"))?;
+    stream.set_read_timeout(Some(timeout))?;
+    stream.write_all(b"GET /status HTTP/1.1\r\nHost: rouse\r\nConnection: close\r\n\r\n")?;
+    let mut raw = Vec::new();
+    stream
+        .read_to_end(&mut raw)
+        .with_context(|| format!("reading /status from {addr}"))?;
+    let text = String::from_utf8_lossy(&raw);
+    let (head, body) = text
+        .split_once("\r\n\r\n")
+        .with_context(|| format!("{addr} sent no HTTP response"))?;
+    if !head.starts_with("HTTP/1.1 200") {
+        anyhow::bail!(
+            "{addr} answered {}",
+            head.lines().next().unwrap_or_default()
+        );
+    }
+    let status: serde_json::Value =
+        serde_json::from_str(body).with_context(|| format!("{addr}/status is not JSON"))?;
+    Ok(status_table(&status))
+}
+
+/// The `rouse status` table: one line per route.
+fn status_table(status: &serde_json::Value) -> String {
+    let seconds = |v: &serde_json::Value| {
+        v.as_f64().map_or_else(
+            || "-".to_string(),
+            |s| rouse::error::fmt_duration(std::time::Duration::from_secs(s as u64)),
+        )
+    };
+    let mut rows = vec![[
+        "ROUTE".to_string(),
+        "STATE".into(),
+        "UPTIME".into(),
+        "ACTIVE".into(),
+        "HELD".into(),
+        "IDLE FOR".into(),
+        "LAST START".into(),
+        "REQUESTS".into(),
+    ]];
+    for r in status["routes"].as_array().into_iter().flatten() {
+        rows.push([
+            r["name"].as_str().unwrap_or_default().to_string(),
+            r["state"].as_str().unwrap_or_default().to_string(),
+            seconds(&r["uptime_s"]),
+            r["active"].to_string(),
+            r["held"].to_string(),
+            seconds(&r["idle_for_s"]),
+            r["last_start_ms"]
+                .as_f64()
+                .map_or_else(|| "-".to_string(), |ms| format!("{ms:.1}ms")),
+            r["requests"].to_string(),
+        ]);
+    }
+    let widths: Vec<usize> = (0..8)
+        .map(|i| rows.iter().map(|row| row[i].len()).max().unwrap_or(0))
+        .collect();
+    let mut out = String::new();
+    for row in &rows {
+        let cells: Vec<String> = row
+            .iter()
+            .zip(&widths)
+            .map(|(cell, &w)| format!("{cell:<w$}"))
+            .collect();
+        out.push_str(cells.join("  ").trim_end());
+        out.push('\n');
+    }
+    out
 }
 
 fn serve(path: &std::path::Path) -> anyhow::Result<()> {

@@ -46,6 +46,11 @@ pub fn set_worker_id(id: usize) {
     WORKER_ID.with(|w| w.set(id));
 }
 
+/// The calling thread's worker number (0 on threads that are not workers).
+pub fn worker_id() -> usize {
+    WORKER_ID.with(Cell::get)
+}
+
 /// A ready backend's address and its connection pools, one per worker thread.
 ///
 /// Each worker has its own pool so that an upstream connection is only ever driven by the thread

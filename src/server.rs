@@ -143,6 +143,24 @@ pub async fn run(
     });
 
     let reloads = tokio::spawn(reload_on_sighup(tls, signal(SignalKind::hangup())?));
+    let admin = match config.admin {
+        Some(addr) => Some(tokio::spawn(crate::admin::serve(
+            admin_listener(addr)?,
+            Arc::new(crate::admin::View {
+                routes: app
+                    .routes
+                    .iter()
+                    .map(|r| crate::admin::RouteView {
+                        name: r.name.clone(),
+                        gate: r.gate.clone(),
+                        activity: r.activity.clone(),
+                    })
+                    .collect(),
+                connections: app.connections.clone(),
+            }),
+        ))),
+        None => None,
+    };
 
     // One drain signal per worker: each connection registers with its worker's, so the
     // registrations of two workers never contend for one lock.
@@ -208,8 +226,20 @@ pub async fn run(
     for worker in workers {
         let _ = tokio::task::spawn_blocking(move || worker.join()).await;
     }
+    if let Some(admin) = admin {
+        admin.abort();
+    }
     info!("shutdown complete");
     Ok(exit)
+}
+
+/// The admin listener's socket, bound by rouse itself (it is never inherited).
+fn admin_listener(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = crate::listen::listen_on(addr)
+        .map_err(|e| std::io::Error::new(e.kind(), format!("admin listener {addr}: {e}")))?;
+    socket.set_nonblocking(true)?;
+    info!(addr = %addr, "admin listening");
+    TcpListener::from_std(socket)
 }
 
 /// Reads the certificates again on every SIGHUP (ignored without `https` listeners).

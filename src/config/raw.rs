@@ -28,6 +28,13 @@ struct RawConfig {
     listeners: Vec<Spanned<RawListener>>,
     #[serde(default, rename = "route")]
     routes: Vec<Spanned<RawRoute>>,
+    admin: Option<Spanned<RawAdmin>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAdmin {
+    bind: Spanned<String>,
 }
 
 #[derive(Deserialize)]
@@ -478,11 +485,29 @@ pub(super) fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
         }
     }
 
+    let admin = match &raw.admin {
+        None => None,
+        Some(a) => {
+            let bind = &a.get_ref().bind;
+            let addr = check.addr(bind, "bind")?;
+            if let Some(l) = listeners.iter().find(|l| l.bind == addr) {
+                return Err(check.err(
+                    bind.span(),
+                    format!(
+                        "admin bind {addr} is listener \"{}\"'s address: the admin interface needs an address of its own",
+                        l.name
+                    ),
+                ));
+            }
+            Some(addr)
+        }
+    };
     Ok(Config {
         path: path.to_owned(),
         proxy,
         listeners,
         routes,
+        admin,
     })
 }
 

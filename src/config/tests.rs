@@ -510,3 +510,21 @@ fn passive_requests_match_by_path_prefix_or_user_agent() {
     assert!(!p.matches("/", Some(b"Mozilla/5.0")));
     assert!(p.matches("/", Some(b"Mozilla/5.0 (compatible; uptimerobot/2.0)")));
 }
+
+#[test]
+fn admin_bind_must_not_be_a_listener_address() {
+    rejects(
+        &format!(
+            "{LISTENER}{}[admin]\nbind = \"127.0.0.1:8080\"\n",
+            route("a", "a.example", 9101)
+        ),
+        9,
+        "admin bind 127.0.0.1:8080 is listener \"http\"'s address",
+    );
+    let c = parse(&format!(
+        "{LISTENER}{}[admin]\nbind = \"127.0.0.1:9900\"\n",
+        route("a", "a.example", 9101)
+    ))
+    .unwrap();
+    assert_eq!(c.admin, Some("127.0.0.1:9900".parse().unwrap()));
+}

@@ -229,6 +229,21 @@ impl App {
             }
         };
         let route = &self.routes[index];
+        route.gate.stats().request();
+        let resp = self.handle_routed(req, conn, request, index).await;
+        route.gate.stats().response(resp.status());
+        resp
+    }
+
+    /// Holds and forwards a request routed to route `index`.
+    async fn handle_routed(
+        &self,
+        req: Request<Incoming>,
+        conn: &Connection,
+        request: ActivityGuard,
+        index: usize,
+    ) -> Response<Body> {
+        let route = &self.routes[index];
         if route.is_passive(&req) {
             // Never starts the backend, never keeps it awake.
             let Some(upstream) = route.gate.ready() else {
