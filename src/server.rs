@@ -193,6 +193,9 @@ pub async fn run(
         config.listeners.len()
     ));
 
+    let status = std::env::var_os("NOTIFY_SOCKET")
+        .is_some()
+        .then(|| tokio::spawn(report_status(app.clone())));
     let exit = tokio::select! {
         () = shutdown => Exit::Requested,
         () = idle_exit(config.proxy.idle_exit, &app.connections, &running) => {
@@ -202,6 +205,9 @@ pub async fn run(
     };
 
     reloads.abort();
+    if let Some(status) = status {
+        status.abort();
+    }
     // Stop accepting, let in-flight requests finish, then stop the backends.
     info!(open_connections = app.connections.active(), "shutting down");
     crate::notify::notify("STOPPING=1\nSTATUS=shutting down");
@@ -231,6 +237,37 @@ pub async fn run(
     }
     info!("shutdown complete");
     Ok(exit)
+}
+
+/// How often systemd's `STATUS=` line is brought up to date (only sent when it changed).
+const STATUS_EVERY: Duration = Duration::from_secs(2);
+
+/// Keeps systemd's status line (`systemctl status`) saying how many routes run, start and
+/// hold requests, and how many connections are open.
+async fn report_status(app: Arc<App>) {
+    let mut last = String::new();
+    loop {
+        let (mut running, mut starting, mut held) = (0, 0, 0);
+        for route in &app.routes {
+            let (state, pending) = route.gate.state();
+            match state {
+                crate::lifecycle::State::Ready(_) => running += 1,
+                crate::lifecycle::State::Starting => starting += 1,
+                _ => {}
+            }
+            held += pending;
+        }
+        let line = format!(
+            "{} routes, {running} running, {starting} starting, {held} held requests, {} open connections",
+            app.routes.len(),
+            app.connections.active()
+        );
+        if line != last {
+            crate::notify::notify(&format!("STATUS={line}"));
+            last = line;
+        }
+        tokio::time::sleep(STATUS_EVERY).await;
+    }
 }
 
 /// The admin listener's socket, bound by rouse itself (it is never inherited).

@@ -414,6 +414,17 @@ impl Drop for Rouse {
 /// (LISTEN_FDS, LISTEN_FDNAMES if `names` is given, LISTEN_PID set by `sh` to its own pid,
 /// which `exec` keeps). stderr and stdout go to `log`.
 pub fn spawn_inherited(config: &Path, log: &Path, fds: &[RawFd], names: Option<&str>) -> Child {
+    spawn_inherited_env(config, log, fds, names, &[])
+}
+
+/// [`spawn_inherited`] with extra environment variables for rouse.
+pub fn spawn_inherited_env(
+    config: &Path,
+    log: &Path,
+    fds: &[RawFd],
+    names: Option<&str>,
+    env: &[(&str, &str)],
+) -> Child {
     assert!(fds.len() <= 8);
     let log_file = fs::File::create(log).expect("create log");
     let mut cmd = Command::new("/bin/sh");
@@ -435,6 +446,7 @@ pub fn spawn_inherited(config: &Path, log: &Path, fds: &[RawFd], names: Option<&
     if let Some(names) = names {
         cmd.env("LISTEN_FDNAMES", names);
     }
+    cmd.envs(env.iter().copied());
     let mut src = [-1 as RawFd; 8];
     src[..fds.len()].copy_from_slice(fds);
     let n = fds.len();
