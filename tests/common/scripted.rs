@@ -7,7 +7,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::{head_header, read_head};
 
-/// Size of the `/big` response body.
+/// Size of the `/big` response body (a multiple of 64 KiB).
 pub const BIG: usize = 32 << 20;
 
 /// A backend whose answer depends on the path, for the framing cases of HTTP/1.1. It counts
@@ -42,13 +42,18 @@ impl ScriptedBackend {
                         }
                         let path = head.split(' ').nth(1).unwrap_or("/").to_owned();
                         if path == "/big" {
-                            // 32 MiB: more than the socket buffers between here and a client
-                            // that reads nothing.
-                            let mut reply =
-                                format!("HTTP/1.1 200 OK\r\nContent-Length: {BIG}\r\n\r\n")
-                                    .into_bytes();
-                            reply.resize(reply.len() + BIG, b'x');
-                            let _ = stream.get_mut().write_all(&reply).await;
+                            // BIG bytes, more than the socket buffers between here and a
+                            // client that reads nothing; written from one small buffer.
+                            let head = format!("HTTP/1.1 200 OK\r\nContent-Length: {BIG}\r\n\r\n");
+                            if stream.get_mut().write_all(head.as_bytes()).await.is_err() {
+                                return;
+                            }
+                            let chunk = [b'x'; 64 * 1024];
+                            for _ in 0..BIG / chunk.len() {
+                                if stream.get_mut().write_all(&chunk).await.is_err() {
+                                    return;
+                                }
+                            }
                             continue;
                         }
                         if path == "/reject" {
