@@ -32,6 +32,9 @@ pub(super) fn server_config(
         .with_no_client_auth()
         .with_cert_resolver(Arc::new(SingleCertAndKey::from(key)));
     config.alpn_protocols = ALPN.iter().map(|p| p.to_vec()).collect();
+    // rouse's order of cipher suites (rustls's: strongest first), not the client's: an old
+    // client that lists a weaker suite first still gets the stronger one both support.
+    config.ignore_client_order = true;
     Ok(Arc::new(config))
 }
 

@@ -62,8 +62,32 @@ impl Ca {
         }
     }
 
+    /// Issues an ECDSA certificate for `hosts` shaped like a public CA's: valid for a year
+    /// from yesterday, with a CRL distribution point.
+    pub fn issue_public(&self, sb: &Sandbox, stem: &str, hosts: &[&str]) -> Cert {
+        self.issue_with(sb, stem, hosts, Key::Ecdsa, |params| {
+            let now = time::OffsetDateTime::now_utc();
+            params.not_before = now - time::Duration::days(1);
+            params.not_after = now + time::Duration::days(365);
+            params.crl_distribution_points = vec![rcgen::CrlDistributionPoint {
+                uris: vec!["http://crl.rouse.test/ca.crl".into()],
+            }];
+        })
+    }
+
     /// Issues a certificate for `hosts` into `{stem}.crt` and `{stem}.key` (replacing them).
     pub fn issue(&self, sb: &Sandbox, stem: &str, hosts: &[&str], kind: Key) -> Cert {
+        self.issue_with(sb, stem, hosts, kind, |_| {})
+    }
+
+    fn issue_with(
+        &self,
+        sb: &Sandbox,
+        stem: &str,
+        hosts: &[&str],
+        kind: Key,
+        adjust: impl FnOnce(&mut CertificateParams),
+    ) -> Cert {
         let key_path = sb.path(&format!("{stem}.key"));
         let key = match kind {
             Key::Ecdsa | Key::EcdsaSec1 => KeyPair::generate().unwrap(),
@@ -86,6 +110,7 @@ impl Ca {
         params
             .distinguished_name
             .push(rcgen::DnType::CommonName, hosts[0].clone());
+        adjust(&mut params);
         let cert = params.signed_by(&key, &self.issuer).unwrap();
         let cert_path = sb.write(&format!("{stem}.crt"), &cert.pem());
         std::fs::write(&key_path, key.serialize_pem()).unwrap();
