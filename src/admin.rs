@@ -124,15 +124,84 @@ fn label(value: &str) -> String {
         .replace('\n', r"\n")
 }
 
+/// One route's figures, read once for a `/metrics` answer.
+struct Row {
+    label: String,
+    up: bool,
+    held: usize,
+    active: usize,
+    stats: crate::stats::Snapshot,
+}
+
+/// The per-route metrics that are one number each: name, type, help, and the value.
+type Simple = (&'static str, &'static str, &'static str, fn(&Row) -> String);
+
+const SIMPLE: [Simple; 8] = [
+    (
+        "rouse_requests_total",
+        "counter",
+        "Requests routed to the route.",
+        |r| r.stats.requests.to_string(),
+    ),
+    (
+        "rouse_held_requests",
+        "gauge",
+        "Requests waiting for the backend to start.",
+        |r| r.held.to_string(),
+    ),
+    (
+        "rouse_active",
+        "gauge",
+        "In-flight requests and open connections bound to the route.",
+        |r| r.active.to_string(),
+    ),
+    (
+        "rouse_backend_up",
+        "gauge",
+        "1 while the route's backend is ready.",
+        |r| u8::from(r.up).to_string(),
+    ),
+    (
+        "rouse_backend_starts_total",
+        "counter",
+        "Start attempts, failed ones included.",
+        |r| r.stats.starts.to_string(),
+    ),
+    (
+        "rouse_backend_start_failures_total",
+        "counter",
+        "Start attempts that failed.",
+        |r| r.stats.failed_starts.to_string(),
+    ),
+    (
+        "rouse_backend_stops_total",
+        "counter",
+        "Times a running backend stopped (idle, shutdown, or its own exit).",
+        |r| r.stats.stops.to_string(),
+    ),
+    (
+        "rouse_backend_running_seconds_total",
+        "counter",
+        "Time the backend has been ready.",
+        |r| format!("{:.3}", r.stats.running_total.as_secs_f64()),
+    ),
+];
+
 /// The Prometheus text exposition of every route's figures.
 fn metrics(view: &View) -> String {
     let mut out = String::new();
-    let routes: Vec<_> = view
+    let routes: Vec<Row> = view
         .routes
         .iter()
         .map(|r| {
             let (state, held) = r.gate.state();
-            (label(&r.name), state, held, r.gate.stats().snapshot(), r)
+            Row {
+                label: label(&r.name),
+                up: matches!(state, State::Ready(_)),
+                held,
+                active: r.activity.active(),
+                stats: r.gate.stats().snapshot(),
+            }
         })
         .collect();
     let mut family =
@@ -142,97 +211,36 @@ fn metrics(view: &View) -> String {
                 let _ = writeln!(out, "{line}");
             }
         };
-    family(
-        "rouse_requests_total",
-        "counter",
-        "Requests routed to the route.",
-        &mut routes
-            .iter()
-            .map(|(n, _, _, s, _)| format!("rouse_requests_total{{route=\"{n}\"}} {}", s.requests)),
-    );
+    for (name, kind, help, value) in SIMPLE {
+        family(
+            name,
+            kind,
+            help,
+            &mut routes
+                .iter()
+                .map(|r| format!("{name}{{route=\"{}\"}} {}", r.label, value(r))),
+        );
+    }
     family(
         "rouse_responses_total",
         "counter",
         "Responses sent, by status class.",
-        &mut routes.iter().flat_map(|(n, _, _, s, _)| {
-            s.responses.iter().enumerate().map(move |(i, count)| {
+        &mut routes.iter().flat_map(|r| {
+            r.stats.responses.iter().enumerate().map(move |(i, count)| {
                 format!(
-                    "rouse_responses_total{{route=\"{n}\",class=\"{}xx\"}} {count}",
+                    "rouse_responses_total{{route=\"{}\",class=\"{}xx\"}} {count}",
+                    r.label,
                     i + 1
                 )
             })
         }),
     );
     family(
-        "rouse_held_requests",
-        "gauge",
-        "Requests waiting for the backend to start.",
-        &mut routes
-            .iter()
-            .map(|(n, _, held, _, _)| format!("rouse_held_requests{{route=\"{n}\"}} {held}")),
-    );
-    family(
-        "rouse_active",
-        "gauge",
-        "In-flight requests and open connections bound to the route.",
-        &mut routes.iter().map(|(n, _, _, _, r)| {
-            format!("rouse_active{{route=\"{n}\"}} {}", r.activity.active())
-        }),
-    );
-    family(
-        "rouse_backend_up",
-        "gauge",
-        "1 while the route's backend is ready.",
-        &mut routes.iter().map(|(n, state, _, _, _)| {
-            format!(
-                "rouse_backend_up{{route=\"{n}\"}} {}",
-                u8::from(matches!(state, State::Ready(_)))
-            )
-        }),
-    );
-    family(
-        "rouse_backend_starts_total",
-        "counter",
-        "Start attempts, failed ones included.",
-        &mut routes.iter().map(|(n, _, _, s, _)| {
-            format!("rouse_backend_starts_total{{route=\"{n}\"}} {}", s.starts)
-        }),
-    );
-    family(
-        "rouse_backend_start_failures_total",
-        "counter",
-        "Start attempts that failed.",
-        &mut routes.iter().map(|(n, _, _, s, _)| {
-            format!(
-                "rouse_backend_start_failures_total{{route=\"{n}\"}} {}",
-                s.failed_starts
-            )
-        }),
-    );
-    family(
-        "rouse_backend_stops_total",
-        "counter",
-        "Times a running backend stopped (idle, shutdown, or its own exit).",
-        &mut routes.iter().map(|(n, _, _, s, _)| {
-            format!("rouse_backend_stops_total{{route=\"{n}\"}} {}", s.stops)
-        }),
-    );
-    family(
-        "rouse_backend_running_seconds_total",
-        "counter",
-        "Time the backend has been ready.",
-        &mut routes.iter().map(|(n, _, _, s, _)| {
-            format!(
-                "rouse_backend_running_seconds_total{{route=\"{n}\"}} {:.3}",
-                s.running_total.as_secs_f64()
-            )
-        }),
-    );
-    family(
         "rouse_backend_start_seconds",
         "histogram",
         "Time from the start of a backend to its first successful readiness probe.",
-        &mut routes.iter().flat_map(|(n, _, _, s, _)| {
+        &mut routes.iter().flat_map(|r| {
+            let (n, s) = (&r.label, &r.stats);
             let mut cumulative = 0;
             let mut lines: Vec<String> = START_BUCKETS
                 .iter()

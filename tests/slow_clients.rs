@@ -12,26 +12,13 @@ use common::scripted::*;
 use common::*;
 use std::time::{Duration, Instant};
 
-fn slowhttptest() -> Option<&'static str> {
-    let found = std::process::Command::new("slowhttptest")
-        .arg("-h")
-        .output()
-        .is_ok();
-    if found {
-        return Some("slowhttptest");
-    }
-    assert!(
-        std::env::var("CI").as_deref() != Ok("true"),
-        "slowhttptest is missing under CI=true: apt-get install slowhttptest"
-    );
-    eprintln!("SKIP: slowhttptest not installed (apt-get install slowhttptest)");
-    None
-}
-
 // Two threads: the backend's tasks (hundreds of slow connections) must not delay the probe.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slowhttptest_attacks_leave_ordinary_clients_served() {
-    let Some(tool) = slowhttptest() else { return };
+    let tool = "slowhttptest";
+    if !have_tool("slowhttptest_attacks", tool, "-h", "slowhttptest") {
+        return;
+    }
     let sb = Sandbox::new();
     let backend = ScriptedBackend::start().await;
     // The attack addresses rouse by IP, so that host routes too.

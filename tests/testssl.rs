@@ -11,25 +11,12 @@ mod common;
 use common::tls::*;
 use common::*;
 
-fn testssl() -> Option<&'static str> {
-    if std::process::Command::new("testssl")
-        .arg("--version")
-        .output()
-        .is_ok()
-    {
-        return Some("testssl");
-    }
-    assert!(
-        std::env::var("CI").as_deref() != Ok("true"),
-        "testssl is missing under CI=true: apt-get install testssl.sh"
-    );
-    eprintln!("SKIP: testssl not installed (apt-get install testssl.sh)");
-    None
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn testssl_finds_nothing_high_or_critical() {
-    let Some(tool) = testssl() else { return };
+    let tool = "testssl";
+    if !have_tool("testssl", tool, "--version", "testssl.sh") {
+        return;
+    }
     let sb = Sandbox::new();
     let backend = EchoBackend::start().await;
     let ca = Ca::new(&sb);

@@ -473,6 +473,21 @@ pub fn spawn_inherited_env(
     cmd.spawn().expect("spawn rouse")
 }
 
+/// Whether the program `tool` runs (`tool probe_arg` starts). Without it, the test says so
+/// with a `SKIP:` line and should return, except under `CI=true`, where this panics: there
+/// nothing may be skipped. `package` is the Debian package to install.
+pub fn have_tool(test: &str, tool: &str, probe_arg: &str, package: &str) -> bool {
+    if Command::new(tool).arg(probe_arg).output().is_ok() {
+        return true;
+    }
+    assert!(
+        std::env::var("CI").as_deref() != Ok("true"),
+        "{test}: {tool} is missing under CI=true: apt-get install {package}"
+    );
+    eprintln!("SKIP: {test}: {tool} not installed (apt-get install {package})");
+    false
+}
+
 /// Run `rouse ARGS...` to completion: (exit status, stdout, stderr).
 pub fn run_rouse(args: &[&str]) -> (ExitStatus, String, String) {
     let out = Command::new(ROUSE)
