@@ -203,6 +203,22 @@ impl Checker<'_> {
         })
     }
 
+    /// An optional count of at least `min`, or `default`.
+    fn opt_at_least(
+        &self,
+        value: &Option<Spanned<i64>>,
+        key: &str,
+        min: usize,
+        default: usize,
+    ) -> Result<usize, ConfigError> {
+        let Some(v) = value else { return Ok(default) };
+        let n = self.positive(v, key)?;
+        if n < min {
+            return Err(self.err(v.span(), format!("{key} must be at least {min}")));
+        }
+        Ok(n)
+    }
+
     fn positive(&self, value: &Spanned<i64>, key: &str) -> Result<usize, ConfigError> {
         usize::try_from(*value.get_ref())
             .ok()
@@ -531,16 +547,12 @@ fn proxy_config(check: &Checker<'_>, p: &RawProxy) -> Result<ProxyConfig, Config
             d.keepalive_timeout,
         )?,
         body_timeout: check.opt_duration(&p.body_timeout, "body_timeout", d.body_timeout)?,
-        max_uri_bytes: match &p.max_uri_bytes {
-            None => d.max_uri_bytes,
-            Some(v) => {
-                let n = check.positive(v, "max_uri_bytes")?;
-                if n < 256 {
-                    return Err(check.err(v.span(), "max_uri_bytes must be at least 256"));
-                }
-                n
-            }
-        },
+        max_uri_bytes: check.opt_at_least(
+            &p.max_uri_bytes,
+            "max_uri_bytes",
+            256,
+            d.max_uri_bytes,
+        )?,
         max_connections: p
             .max_connections
             .as_ref()
@@ -556,16 +568,12 @@ fn proxy_config(check: &Checker<'_>, p: &RawProxy) -> Result<ProxyConfig, Config
             "handshake_timeout",
             d.handshake_timeout,
         )?,
-        max_header_bytes: match &p.max_header_bytes {
-            None => d.max_header_bytes,
-            Some(v) => {
-                let n = check.positive(v, "max_header_bytes")?;
-                if n < 1024 {
-                    return Err(check.err(v.span(), "max_header_bytes must be at least 1024"));
-                }
-                n
-            }
-        },
+        max_header_bytes: check.opt_at_least(
+            &p.max_header_bytes,
+            "max_header_bytes",
+            1024,
+            d.max_header_bytes,
+        )?,
     })
 }
 
