@@ -62,3 +62,86 @@ async fn an_upstream_that_keeps_refusing_gets_a_502_that_says_so() {
     let resp = get(rouse.addr(), "ok.test").await;
     assert_eq!(resp.status, 200, "the other route: {resp:?}");
 }
+
+/// A backend made of `busybox nc -ll`: one shell handler per connection. `/crash` kills the
+/// whole backend before it answers; `/half` sends a head and part of the body, then kills it.
+fn crashing_backend(sb: &Sandbox, port: u16) -> Vec<String> {
+    let handler = sb.write(
+        "handler.sh",
+        &format!(
+            "#!/bin/sh\nread line\ncase \"$line\" in\n\
+             *' /crash '*) kill -9 $(tail -n 1 {pids}) ;;\n\
+             *' /half '*) printf 'HTTP/1.1 200 OK\\r\\nContent-Length: 100\\r\\n\\r\\npartial'; kill -9 $(tail -n 1 {pids}) ;;\n\
+             *) printf 'HTTP/1.1 200 OK\\r\\nContent-Length: 2\\r\\nConnection: close\\r\\n\\r\\nok' ;;\n\
+             esac\n",
+            pids = sq(&sb.p("b.pids"))
+        ),
+    );
+    std::fs::set_permissions(
+        &handler,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let script = format!(
+        "echo $$ >> {}; exec busybox nc -ll -p {port} -e {}",
+        sq(&sb.p("b.pids")),
+        sq(handler.to_str().unwrap())
+    );
+    sh_cmd(sb, &script)
+}
+
+#[tokio::test]
+async fn a_backend_that_dies_mid_request_costs_that_request_only_and_starts_again() {
+    if !have_tool("crash", "busybox", "true", "busybox-static") {
+        return;
+    }
+    let sb = Sandbox::new();
+    let port = free_port();
+    let rouse = Rouse::serve(
+        &sb,
+        &exec_route("b", &["b.test"], port, &crashing_backend(&sb, port), ""),
+    );
+
+    let resp = get(rouse.addr(), "b.test").await;
+    assert_eq!((resp.status, resp.body.as_str()), (200, "ok"), "{resp:?}");
+    let first = sb.last_pid("b.pids").unwrap();
+
+    // Dies before answering: a 502 that names the route.
+    let resp = send(
+        rouse.addr(),
+        "GET /crash HTTP/1.1\r\nHost: b.test\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(resp.status, 502, "{resp:?}");
+    assert!(resp.body.contains(r#"route "b""#), "{resp:?}");
+    assert!(
+        rouse
+            .wait_log(&["backend exited", "route=b"], Duration::from_secs(5))
+            .await
+    );
+    assert!(!alive(first));
+
+    // The next request starts it again.
+    let resp = get(rouse.addr(), "b.test").await;
+    assert_eq!((resp.status, resp.body.as_str()), (200, "ok"), "{resp:?}");
+    let second = sb.last_pid("b.pids").unwrap();
+    assert_ne!(first, second);
+
+    // Dies halfway through a body: the client never gets it as complete.
+    let mut conn = Conn::connect(rouse.addr()).await.unwrap();
+    conn.send("GET /half HTTP/1.1\r\nHost: b.test\r\n\r\n")
+        .await
+        .unwrap();
+    match conn.read_response().await {
+        Err(_) => {}
+        Ok(resp) => assert_ne!(resp.body.len(), 100, "a cut body passed as whole: {resp:?}"),
+    }
+    assert!(
+        wait_until(Duration::from_secs(5), || sb.lines("b.pids") == 2
+            && !alive(second))
+        .await
+    );
+    let resp = get(rouse.addr(), "b.test").await;
+    assert_eq!((resp.status, resp.body.as_str()), (200, "ok"), "{resp:?}");
+    assert_eq!(sb.lines("b.pids"), 3, "started a third time");
+}
