@@ -300,3 +300,28 @@ async fn sigint_exits_0_like_sigterm() {
         "backend (pid {pid}) still running after rouse exited"
     );
 }
+
+#[tokio::test]
+async fn backends_do_not_outlive_a_killed_rouse() {
+    let sb = Sandbox::new();
+    let port = free_port();
+    let config = exec_route(
+        "a",
+        &["a.test"],
+        port,
+        &counted_static(&sb, "a.pids", port, "hi"),
+        "",
+    );
+    let mut rouse = Rouse::serve(&sb, &config);
+    let resp = get(rouse.addr(), "a.test").await;
+    assert_eq!((resp.status, resp.body.trim_end()), (200, "hi"), "{resp:?}");
+    let pid = sb.last_pid("a.pids").unwrap();
+
+    // No chance to stop anything: SIGKILL.
+    rouse.signal(libc::SIGKILL);
+    assert!(rouse.wait_exit(Duration::from_secs(5)).await.is_some());
+    assert!(
+        wait_until(Duration::from_secs(5), || !alive(pid)).await,
+        "backend {pid} still running 5 s after rouse was killed"
+    );
+}

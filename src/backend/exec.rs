@@ -2,7 +2,8 @@
 //!
 //! The command's output is logged line by line; the last stderr line is kept so that a start
 //! failure can name its cause. Stopping signals the whole process group (so helpers the command
-//! spawned go too), waits `stop_timeout`, then kills the group.
+//! spawned go too), waits `stop_timeout`, then kills the group. If rouse itself dies, even by
+//! SIGKILL, the kernel sends the command SIGTERM (`PR_SET_PDEATHSIG`).
 
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
@@ -52,6 +53,24 @@ impl Exec {
             .process_group(0);
         for var in SOCKET_ACTIVATION_VARS {
             cmd.env_remove(var);
+        }
+        let rouse = std::process::id();
+        // SAFETY: between fork and exec the closure calls only async-signal-safe functions
+        // (prctl, getppid) and allocates nothing on its success path.
+        unsafe {
+            cmd.pre_exec(move || {
+                // If rouse dies, even by SIGKILL, the backend gets SIGTERM: no orphan keeps
+                // running with nobody to stop it. (It follows the thread that spawned it, the
+                // control thread, which lives as long as rouse.)
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                // rouse died before the line above: nobody would send the signal.
+                if u32::try_from(libc::getppid()).ok() != Some(rouse) {
+                    libc::_exit(1);
+                }
+                Ok(())
+            });
         }
         let mut child = cmd.spawn().map_err(|source| StartError::Spawn {
             program: cfg.command[0].clone(),
