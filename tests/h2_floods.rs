@@ -4,38 +4,11 @@
 
 mod common;
 
+use common::h2::*;
 use common::*;
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
-
-const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
-const HEADERS: u8 = 0x1;
-const RST_STREAM: u8 = 0x3;
-const SETTINGS: u8 = 0x4;
-const GOAWAY: u8 = 0x7;
-const CONTINUATION: u8 = 0x9;
-const END_STREAM: u8 = 0x1;
-const END_HEADERS: u8 = 0x4;
-
-fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
-    let len = u32::try_from(payload.len()).unwrap().to_be_bytes();
-    let mut f = vec![len[1], len[2], len[3], kind, flags];
-    f.extend_from_slice(&stream.to_be_bytes());
-    f.extend_from_slice(payload);
-    f
-}
-
-/// An HPACK block for `GET /` on `host`: static-table entries, and the authority as a literal.
-fn get_block(host: &str) -> Vec<u8> {
-    // :method GET, :scheme http, :path / (static indices 2, 6, 4).
-    let mut block = vec![0x82, 0x86, 0x84];
-    // :authority (static index 1), literal without indexing, plain string.
-    block.push(0x01);
-    block.push(u8::try_from(host.len()).unwrap());
-    block.extend_from_slice(host.as_bytes());
-    block
-}
 
 /// The resident memory of process `pid`, in KiB.
 fn rss_kib(pid: i32) -> u64 {
@@ -45,22 +18,6 @@ fn rss_kib(pid: i32) -> u64 {
         .find_map(|l| l.strip_prefix("VmRSS:"))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         .unwrap()
-}
-
-/// Reads until the server closes (or 10 s pass); whether a GOAWAY frame came.
-async fn saw_goaway(stream: &mut TcpStream) -> bool {
-    let mut got = Vec::new();
-    let _ = tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut got)).await;
-    let mut at = 0;
-    while at + 9 <= got.len() {
-        let len =
-            usize::from(got[at]) << 16 | usize::from(got[at + 1]) << 8 | usize::from(got[at + 2]);
-        if got[at + 3] == GOAWAY {
-            return true;
-        }
-        at += 9 + len;
-    }
-    false
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

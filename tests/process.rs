@@ -325,3 +325,41 @@ async fn backends_do_not_outlive_a_killed_rouse() {
         "backend {pid} still running 5 s after rouse was killed"
     );
 }
+
+#[tokio::test]
+async fn sigterm_sends_http2_clients_a_goaway() {
+    use common::h2::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let sb = Sandbox::new();
+    let backend = EchoBackend::start().await;
+    let mut rouse = Rouse::serve(&sb, &none_route("a", &["a.test"], backend.addr));
+
+    let mut stream = tokio::net::TcpStream::connect(rouse.addr()).await.unwrap();
+    let mut hello = PREFACE.to_vec();
+    hello.extend(frame(SETTINGS, 0, 0, &[]));
+    hello.extend(frame(
+        HEADERS,
+        END_HEADERS | END_STREAM,
+        1,
+        &get_block("a.test"),
+    ));
+    stream.write_all(&hello).await.unwrap();
+    // The request is answered on the connection, which then stays open.
+    let mut first = vec![0u8; 4096];
+    let n = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut first))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(n > 0);
+    assert!(wait_until(Duration::from_secs(5), || backend.heads().len() == 1).await);
+
+    rouse.signal(libc::SIGTERM);
+    assert!(saw_goaway(&mut stream).await, "no GOAWAY on SIGTERM");
+    // A client that got a GOAWAY with nothing in flight closes.
+    drop(stream);
+    let status = rouse
+        .wait_exit(Duration::from_secs(10))
+        .await
+        .expect("rouse still running");
+    assert!(status.success(), "{}", describe_exit(&status));
+}
