@@ -32,6 +32,7 @@
 //!   ClientHello).
 //! - [`tls`]: certificates per SNI for `https` listeners, re-read on SIGHUP.
 //! - [`error`]: every error a client can see, and its single mapping to a status code.
+//! - [`limits`]: the open-descriptor limit, raised for rouse and restored for its backends.
 //! - [`notify`]: `sd_notify` messages to systemd (`READY=1`, `STOPPING=1`, `STATUS=`).
 //! - [`units`]: the systemd units `rouse units` writes for a config.
 //! - [`static_site`]: a tiny file/text server for demos and tests (`rouse static`).
@@ -43,6 +44,7 @@ pub mod config;
 pub mod error;
 pub mod hold;
 pub mod lifecycle;
+pub mod limits;
 pub mod listen;
 pub mod notify;
 pub mod proxy;

@@ -260,6 +260,23 @@ fn serve(path: &std::path::Path) -> anyhow::Result<()> {
     };
     // Sockets are taken before any thread starts, so no descriptor leaks into a spawned child.
     let listeners = rouse::listen::open(&config.listeners)?;
+    match rouse::limits::raise_nofile() {
+        Ok((before, after)) => {
+            let wanted = u64::try_from(config.proxy.max_connections)
+                .unwrap_or(u64::MAX)
+                .saturating_mul(2);
+            if after < wanted {
+                tracing::warn!(
+                    limit = after,
+                    max_connections = config.proxy.max_connections,
+                    "open-file limit below two descriptors per connection: raise LimitNOFILE"
+                );
+            } else if after > before {
+                tracing::debug!(before, after, "open-file limit raised");
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "cannot raise the open-file limit"),
+    }
     // The control runtime: supervisors, signals, idle_exit. Connections get worker threads.
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -56,7 +56,7 @@ impl Exec {
         }
         let rouse = std::process::id();
         // SAFETY: between fork and exec the closure calls only async-signal-safe functions
-        // (prctl, getppid) and allocates nothing on its success path.
+        // (prctl, getppid, getrlimit, setrlimit) and allocates nothing on its success path.
         unsafe {
             cmd.pre_exec(move || {
                 // If rouse dies, even by SIGKILL, the backend gets SIGTERM: no orphan keeps
@@ -69,6 +69,7 @@ impl Exec {
                 if u32::try_from(libc::getppid()).ok() != Some(rouse) {
                     libc::_exit(1);
                 }
+                crate::limits::restore_nofile_in_child();
                 Ok(())
             });
         }
