@@ -496,6 +496,55 @@ async fn a_lost_event_stream_falls_back_to_polling() {
 }
 
 #[tokio::test]
+async fn the_podman_service_going_away_is_a_clear_502_and_its_return_is_picked_up() {
+    let Some(mut t) = setup("service_gone") else {
+        return;
+    };
+    let port = free_port();
+    let name = t.containers.create_httpd("web", port);
+    let config = container_route(
+        "podman",
+        "blog",
+        port,
+        t.service.socket(),
+        &name,
+        "idle_timeout = \"500ms\"",
+        "",
+    );
+    let rouse = Rouse::serve(&t.sb, &config);
+    let resp = get(rouse.addr(), "blog.test").await;
+    assert_eq!(resp.status, 200, "{resp:?}");
+    assert!(
+        wait_for(Duration::from_secs(10), || !running(&name)).await,
+        "not stopped when idle"
+    );
+
+    // The API service goes away while the site sleeps: the next visitor gets a 502 that says
+    // what is wrong, at once.
+    let socket = t.service.socket().to_owned();
+    t.service.stop();
+    let asked = Instant::now();
+    let resp = get(rouse.addr(), "blog.test").await;
+    assert_eq!(resp.status, 502, "{resp:?}");
+    assert!(
+        resp.body
+            .contains(&format!("cannot reach podman at {}", socket.display())),
+        "{resp:?}"
+    );
+    assert!(
+        asked.elapsed() < Duration::from_secs(5),
+        "502 after {:?}",
+        asked.elapsed()
+    );
+
+    // It comes back: so does the site, with no restart of rouse.
+    t.service = Service::start_at(&t.sb, &socket);
+    let resp = get(rouse.addr(), "blog.test").await;
+    assert_eq!(resp.status, 200, "{resp:?}");
+    assert!(running(&name));
+}
+
+#[tokio::test]
 async fn an_unreachable_engine_is_a_502_saying_how_to_start_it() {
     // No podman needed: nothing listens on the socket.
     let sb = Sandbox::new();
