@@ -545,6 +545,41 @@ async fn the_podman_service_going_away_is_a_clear_502_and_its_return_is_picked_u
 }
 
 #[tokio::test]
+async fn a_request_arriving_while_the_container_stops_is_answered() {
+    let Some(mut t) = setup("stop_race") else {
+        return;
+    };
+    let port = free_port();
+    let name = t.containers.create_httpd("web", port);
+    let config = container_route(
+        "podman",
+        "blog",
+        port,
+        t.service.socket(),
+        &name,
+        "idle_timeout = \"300ms\"",
+        "",
+    );
+    let rouse = Rouse::serve(&t.sb, &config);
+    let resp = get(rouse.addr(), "blog.test").await;
+    assert_eq!(resp.status, 200, "{resp:?}");
+
+    assert!(
+        rouse
+            .wait_log(&["backend stopping", "route=blog"], Duration::from_secs(5))
+            .await,
+        "not stopped after idle_timeout"
+    );
+    let raced = rouse.log_count(&["backend stopped", "route=blog"]) == 0;
+    let resp = get(rouse.addr(), "blog.test").await;
+    assert_eq!(resp.status, 200, "request sent during the stop: {resp:?}");
+    if !raced {
+        eprintln!("note: the stop had finished before the request; the race was not exercised");
+    }
+    assert_eq!(rouse.log_count(&["backend starting", "route=blog"]), 2);
+}
+
+#[tokio::test]
 async fn an_unreachable_engine_is_a_502_saying_how_to_start_it() {
     // No podman needed: nothing listens on the socket.
     let sb = Sandbox::new();
