@@ -27,6 +27,13 @@ pub trait Backend: Send + Sync + 'static {
     /// readiness is probed by the lifecycle). Dropping the future must not leak what it began.
     fn start(&self) -> BoxFuture<'_, Result<Box<dyn Instance>, StartError>>;
 
+    /// Whether the backend runs already (left by a rouse that was killed, or started by hand).
+    /// At startup the route's supervisor then takes it over, so that it is stopped when idle
+    /// like one rouse started. By default nothing is taken over.
+    fn running(&self) -> BoxFuture<'_, bool> {
+        Box::pin(async { false })
+    }
+
     /// Checks, without starting anything, that the backend can be found (for `rouse check`);
     /// returns one warning per problem. By default there is nothing to check.
     fn preflight(&self) -> BoxFuture<'_, Vec<String>> {

@@ -182,6 +182,16 @@ impl Supervisor {
 
     /// Runs until shutdown, then stops the backend if it runs.
     pub async fn run(mut self) {
+        // A backend that already runs is taken over: started (a no-op for it), probed, and
+        // stopped when idle, as if this rouse had started it.
+        let running = tokio::time::timeout(self.start_timeout, self.backend.running()).await;
+        if running == Ok(true) {
+            info!(route = %self.shared.route, "backend already running: taking it over");
+            if !self.attempt_and_serve().await {
+                self.publish(State::Closed);
+                return;
+            }
+        }
         loop {
             let want = tokio::select! {
                 biased;
@@ -199,22 +209,28 @@ impl Supervisor {
                 continue;
             }
             while self.wants.try_recv().is_ok() {}
-            self.attempt += 1;
-            let _running = self.running.enter();
-            match self.start().await {
-                Started::Ready(instance) => {
-                    if let Some((instance, reason)) = self.serve(instance).await {
-                        self.stop(instance, reason).await;
-                    }
-                }
-                Started::Failed => {}
-                Started::Shutdown => break,
-            }
-            if *self.shutdown.borrow() {
+            if !self.attempt_and_serve().await {
                 break;
             }
         }
         self.publish(State::Closed);
+    }
+
+    /// One start attempt, and the life of the backend if it becomes ready, until it stops.
+    /// Returns false once rouse is shutting down.
+    async fn attempt_and_serve(&mut self) -> bool {
+        self.attempt += 1;
+        let _running = self.running.enter();
+        match self.start().await {
+            Started::Ready(instance) => {
+                if let Some((instance, reason)) = self.serve(instance).await {
+                    self.stop(instance, reason).await;
+                }
+            }
+            Started::Failed => {}
+            Started::Shutdown => return false,
+        }
+        !*self.shutdown.borrow()
     }
 
     fn publish(&self, state: State) {

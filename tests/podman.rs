@@ -580,6 +580,46 @@ async fn a_request_arriving_while_the_container_stops_is_answered() {
 }
 
 #[tokio::test]
+async fn a_container_left_running_is_taken_over_at_start_and_stopped_when_idle() {
+    let Some(mut t) = setup("adopt") else {
+        return;
+    };
+    let port = free_port();
+    let name = t.containers.create_httpd("web", port);
+    // Left running: by hand here, or by a rouse that was killed before it could stop it.
+    podman_ok(&["start", &name]);
+    assert!(running(&name));
+    let config = container_route(
+        "podman",
+        "blog",
+        port,
+        t.service.socket(),
+        &name,
+        "idle_timeout = \"500ms\"",
+        "",
+    );
+    let rouse = Rouse::serve(&t.sb, &config);
+    assert!(
+        rouse
+            .wait_log(
+                &["backend already running", "route=blog"],
+                Duration::from_secs(10)
+            )
+            .await,
+        "{}",
+        rouse.log()
+    );
+    // No request comes: it is stopped after the idle timeout all the same.
+    assert!(
+        wait_for(Duration::from_secs(10), || !running(&name)).await,
+        "{name} still running 10 s after rouse took it over (idle_timeout 500ms)"
+    );
+    // And started again on demand.
+    let resp = get(rouse.addr(), "blog.test").await;
+    assert_eq!(resp.status, 200, "{resp:?}");
+}
+
+#[tokio::test]
 async fn an_unreachable_engine_is_a_502_saying_how_to_start_it() {
     // No podman needed: nothing listens on the socket.
     let sb = Sandbox::new();

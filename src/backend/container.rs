@@ -217,6 +217,15 @@ impl Backend for Container {
         Box::pin(self.start_all())
     }
 
+    fn running(&self) -> BoxFuture<'_, bool> {
+        Box::pin(async move {
+            let Some(own) = self.cfg.containers.first() else {
+                return false;
+            };
+            matches!(self.api.inspect(own).await, Ok(Some(state)) if state.running)
+        })
+    }
+
     fn preflight(&self) -> BoxFuture<'_, Vec<String>> {
         Box::pin(async move {
             if let Err(e) = self.api.ping().await {
