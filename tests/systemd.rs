@@ -365,3 +365,43 @@ async fn a_restart_of_dbus_does_not_end_a_running_backend() {
     );
     assert_eq!(sd.is_active("web.service"), "inactive");
 }
+
+#[tokio::test]
+async fn a_unit_left_active_is_taken_over_at_start_and_stopped_when_idle() {
+    let Some(sd) = SystemdSandbox::start("adopt") else {
+        return;
+    };
+    let port = free_port();
+    sd.write_unit("web.service", &static_unit(port, "hi"));
+    sd.daemon_reload();
+    // Left active: by hand here, or by a rouse that was killed before it could stop it.
+    let _ = sd.systemctl(&["start", "web.service"]);
+    assert_eq!(sd.is_active("web.service"), "active");
+    let sb = Sandbox::new();
+    let rouse = Rouse::serve(
+        &sb,
+        &systemd_route(
+            &sd,
+            "web",
+            port,
+            "web.service",
+            &[],
+            "idle_timeout = \"1s\"",
+        ),
+    );
+    assert!(
+        rouse
+            .wait_log(&["backend already running", "route=web"], WAIT)
+            .await,
+        "{}",
+        rouse.log()
+    );
+    // No request: stopped after the idle timeout all the same.
+    assert!(
+        rouse
+            .wait_log(&["backend stopped", "route=web"], WAIT)
+            .await,
+        "the unit was not stopped after idle_timeout"
+    );
+    assert_eq!(sd.is_active("web.service"), "inactive");
+}

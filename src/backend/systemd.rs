@@ -155,6 +155,24 @@ impl Backend for Systemd {
         })
     }
 
+    fn running(&self) -> BoxFuture<'_, bool> {
+        Box::pin(async move {
+            let Some(unit) = self.units.first() else {
+                return false;
+            };
+            let Ok(bus) = self.shared.bus().await else {
+                return false;
+            };
+            let Ok(path) = unit_path(&bus, &self.shared, &unit.name).await else {
+                return false;
+            };
+            matches!(
+                bus.unit_state(&path, "ActiveState").await.as_deref(),
+                Ok("active" | "activating" | "reloading" | "refreshing")
+            )
+        })
+    }
+
     fn preflight(&self) -> BoxFuture<'_, Vec<String>> {
         Box::pin(async move {
             let bus = match self.shared.bus().await {
