@@ -49,6 +49,13 @@ pub trait Instance: Send + 'static {
 
     /// Stops the backend and resolves once it is gone (forcefully, if it does not go by itself).
     fn stop(self: Box<Self>) -> BoxFuture<'static, Result<(), StopError>>;
+
+    /// Leaves the backend running for the next rouse to take over (`on_exit = "leave"`);
+    /// returns whether it was left. A kind that cannot outlive rouse stops it instead.
+    fn leave(self: Box<Self>) -> BoxFuture<'static, Result<bool, StopError>> {
+        let stop = self.stop();
+        Box::pin(async move { stop.await.map(|()| false) })
+    }
 }
 
 /// Why a start failed; shared by every request that was held on it.

@@ -74,6 +74,18 @@ pub struct ProxyConfig {
     /// A TLS client must finish its handshake (or a passthrough client send its ClientHello)
     /// within this.
     pub handshake_timeout: Duration,
+    /// What becomes of running backends when rouse exits on a signal.
+    pub on_exit: OnExit,
+}
+
+/// `[proxy] on_exit`: what rouse does with the backends it runs when it exits on a signal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnExit {
+    /// Stop them (the default).
+    Stop,
+    /// Leave containers and systemd units running for the next rouse to take over (`exec`
+    /// commands are stopped all the same: they cannot outlive rouse).
+    Leave,
 }
 
 impl Default for ProxyConfig {
@@ -89,6 +101,7 @@ impl Default for ProxyConfig {
             max_connections: 10_000,
             workers: std::thread::available_parallelism().map_or(1, usize::from),
             handshake_timeout: Duration::from_secs(10),
+            on_exit: OnExit::Stop,
         }
     }
 }

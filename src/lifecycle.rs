@@ -123,6 +123,8 @@ pub struct Supervisor {
     upstream_protocol: UpstreamProtocol,
     upstream_tls: Option<Arc<rustls::ClientConfig>>,
     attempt: u64,
+    /// Leave the backend running when rouse exits on a signal.
+    leave_on_exit: bool,
 }
 
 /// How a start ended.
@@ -176,11 +178,20 @@ impl Supervisor {
             upstream_protocol: route.upstream_protocol,
             upstream_tls,
             attempt: 0,
+            leave_on_exit: false,
         };
         (supervisor, shared)
     }
 
-    /// Runs until shutdown, then stops the backend if it runs.
+    /// Leaves the backend running when rouse exits on a signal, for the next rouse to take
+    /// over, instead of stopping it.
+    pub fn leave_on_exit(mut self, leave: bool) -> Supervisor {
+        self.leave_on_exit = leave;
+        self
+    }
+
+    /// Runs until shutdown, then stops the backend if it runs (or leaves it, see
+    /// [`Supervisor::leave_on_exit`]).
     pub async fn run(mut self) {
         // A backend that already runs is taken over: started (a no-op for it), probed, and
         // stopped when idle, as if this rouse had started it.
@@ -222,11 +233,11 @@ impl Supervisor {
         self.attempt += 1;
         let _running = self.running.enter();
         match self.start().await {
-            Started::Ready(instance) => {
-                if let Some((instance, reason)) = self.serve(instance).await {
-                    self.stop(instance, reason).await;
-                }
-            }
+            Started::Ready(instance) => match self.serve(instance).await {
+                Some((instance, "shutdown")) if self.leave_on_exit => self.leave(instance).await,
+                Some((instance, reason)) => self.stop(instance, reason).await,
+                None => {}
+            },
             Started::Failed => {}
             Started::Shutdown => return false,
         }
@@ -337,6 +348,22 @@ impl Supervisor {
                     return Some((instance, "shutdown"));
                 }
                 Some(_) = self.wants.recv() => {}
+            }
+        }
+    }
+
+    /// At exit: leaves the backend running for the next rouse, where its kind allows.
+    async fn leave(&mut self, instance: Box<dyn Instance>) {
+        self.shared.stats.stopped();
+        match instance.leave().await {
+            Ok(true) => {
+                info!(route = %self.shared.route, attempt = self.attempt, "backend left running for the next rouse");
+            }
+            Ok(false) => {
+                info!(route = %self.shared.route, attempt = self.attempt, "backend stopped");
+            }
+            Err(e) => {
+                warn!(route = %self.shared.route, attempt = self.attempt, error = %e, "backend stopped uncleanly");
             }
         }
     }

@@ -118,7 +118,8 @@ pub async fn run(
                     config.proxy.workers,
                     upstream_tls,
                 );
-                supervisors.spawn(supervisor.run());
+                let leave = config.proxy.on_exit == crate::config::OnExit::Leave;
+                supervisors.spawn(supervisor.leave_on_exit(leave).run());
                 shared
             }
             None => Shared::always_ready(rc, config.proxy.workers, upstream_tls),

@@ -620,6 +620,62 @@ async fn a_container_left_running_is_taken_over_at_start_and_stopped_when_idle()
 }
 
 #[tokio::test]
+async fn with_on_exit_leave_a_container_outlives_rouse_and_the_next_rouse_takes_it_over() {
+    let Some(mut t) = setup("leave") else {
+        return;
+    };
+    let port = free_port();
+    let name = t.containers.create_httpd("web", port);
+    let config = "[proxy]\non_exit = \"leave\"\n\n".to_string()
+        + &container_route(
+            "podman",
+            "blog",
+            port,
+            t.service.socket(),
+            &name,
+            "idle_timeout = \"1s\"",
+            "",
+        );
+    let mut first = Rouse::serve(&t.sb, &config);
+    let resp = get(first.addr(), "blog.test").await;
+    assert_eq!(resp.status, 200, "{resp:?}");
+    first.signal(libc::SIGTERM);
+    let status = first
+        .wait_exit(Duration::from_secs(10))
+        .await
+        .expect("rouse still running");
+    assert!(status.success());
+    assert!(
+        first
+            .log()
+            .contains("backend left running for the next rouse"),
+        "{}",
+        first.log()
+    );
+    assert!(
+        running(&name),
+        "{name} was stopped although on_exit = \"leave\""
+    );
+    drop(first);
+
+    // The next rouse takes it over: it serves at once, and stops it when idle.
+    let next = Rouse::serve(&t.sb, &config);
+    assert!(
+        next.wait_log(
+            &["backend already running", "route=blog"],
+            Duration::from_secs(10)
+        )
+        .await,
+        "{}",
+        next.log()
+    );
+    assert!(
+        wait_for(Duration::from_secs(10), || !running(&name)).await,
+        "{name} still running after the next rouse's idle timeout"
+    );
+}
+
+#[tokio::test]
 async fn an_unreachable_engine_is_a_502_saying_how_to_start_it() {
     // No podman needed: nothing listens on the socket.
     let sb = Sandbox::new();

@@ -336,6 +336,13 @@ impl Instance for Running {
         drop(watch);
         Box::pin(async move { held.release().await.map_err(|e| StopError(e.to_string())) })
     }
+
+    fn leave(self: Box<Self>) -> BoxFuture<'static, Result<bool, StopError>> {
+        let Running { held, watch } = *self;
+        drop(watch);
+        held.forget();
+        Box::pin(async { Ok(true) })
+    }
 }
 
 /// Why talking to systemd about a route's units failed.

@@ -14,7 +14,7 @@ use toml::Spanned;
 
 use super::{
     BackendConfig, BusAddress, Config, ConfigError, ContainerConfig, CreateSpec, Engine,
-    ExecConfig, ListenerConfig, Passive, Protocol, ProxyConfig, ProxyProtocol, ReadyCheck,
+    ExecConfig, ListenerConfig, OnExit, Passive, Protocol, ProxyConfig, ProxyProtocol, ReadyCheck,
     RouteConfig, Signal, SystemdConfig, TlsFiles, UpstreamProtocol, line_col,
 };
 use crate::route::HostPattern;
@@ -50,6 +50,7 @@ struct RawProxy {
     max_connections: Option<Spanned<i64>>,
     workers: Option<Spanned<i64>>,
     handshake_timeout: Option<Spanned<String>>,
+    on_exit: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -568,6 +569,21 @@ fn proxy_config(check: &Checker<'_>, p: &RawProxy) -> Result<ProxyConfig, Config
             "handshake_timeout",
             d.handshake_timeout,
         )?,
+        on_exit: match &p.on_exit {
+            None => d.on_exit,
+            Some(v) => {
+                match v.get_ref().as_str() {
+                    "stop" => OnExit::Stop,
+                    "leave" => OnExit::Leave,
+                    other => {
+                        return Err(check.err(
+                        v.span(),
+                        format!("on_exit = \"{other}\" is not an option: write \"stop\" or \"leave\""),
+                    ));
+                    }
+                }
+            }
+        },
         max_header_bytes: check.opt_at_least(
             &p.max_header_bytes,
             "max_header_bytes",

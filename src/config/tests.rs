@@ -528,3 +528,18 @@ fn admin_bind_must_not_be_a_listener_address() {
     .unwrap();
     assert_eq!(c.admin, Some("127.0.0.1:9900".parse().unwrap()));
 }
+
+#[test]
+fn on_exit_must_be_stop_or_leave() {
+    rejects(
+        &format!("[proxy]\non_exit = \"keep\"\n{LISTENER}"),
+        2,
+        "on_exit = \"keep\" is not an option: write \"stop\" or \"leave\"",
+    );
+    let c = parse(&format!(
+        "[proxy]\non_exit = \"leave\"\n{LISTENER}{}",
+        route("a", "a.example", 9101)
+    ))
+    .unwrap();
+    assert_eq!(c.proxy.on_exit, OnExit::Leave);
+}

@@ -58,6 +58,11 @@ impl Held {
         }
     }
 
+    /// Lets the units run on, stopping nothing (rouse exits and leaves them to the next one).
+    pub fn forget(mut self) {
+        self.armed = false;
+    }
+
     /// Gives the claims back and stops the units no other route holds, waiting for their stop
     /// jobs. Runs in a task of its own, so that it completes even if the caller goes away.
     pub async fn release(mut self) -> Result<(), Error> {
