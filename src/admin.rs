@@ -2,12 +2,14 @@
 //!
 //! It has a socket of its own (`[admin] bind`), served on the control thread, so nothing that
 //! arrives on a public listener can reach it. It only reads: the routes' states and counters
-//! ([`crate::stats`]), held requests and activity. It changes nothing.
+//! ([`crate::stats`]), held requests and activity. The one thing it changes is asked for with
+//! `POST /reload` (what `rouse reload` sends): the config is read again, exactly as on SIGHUP.
 
 use std::convert::Infallible;
 use std::fmt::Write as _;
 use std::sync::Arc;
 
+use arc_swap::ArcSwap;
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode, header};
 use http_body_util::Full;
@@ -16,6 +18,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use serde::Serialize;
 use tokio::net::TcpListener;
+use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, warn};
 
 use crate::activity::Activity;
@@ -34,13 +37,18 @@ pub struct RouteView {
     pub activity: Arc<Activity>,
 }
 
+/// A request to reload the config, answered with what changed or why nothing did.
+pub type ReloadRequest = oneshot::Sender<Result<String, String>>;
+
 /// What the admin listener reads.
 #[derive(Debug)]
 pub struct View {
-    /// Every route, in config order.
-    pub routes: Vec<RouteView>,
+    /// Every route, in config order (replaced whole by a reload).
+    pub routes: ArcSwap<Vec<RouteView>>,
     /// Open client connections, all listeners together.
     pub connections: Arc<Activity>,
+    /// Where `POST /reload` asks for a reload.
+    pub reload: mpsc::Sender<ReloadRequest>,
 }
 
 /// Serves the admin endpoints on `listener` until the task is dropped.
@@ -58,7 +66,7 @@ pub async fn serve(listener: TcpListener, view: Arc<View>) {
         tokio::spawn(async move {
             let service = service_fn(move |req| {
                 let view = view.clone();
-                async move { Ok::<_, Infallible>(answer(&req, &view)) }
+                async move { Ok::<_, Infallible>(answer(&req, &view).await) }
             });
             if let Err(e) = hyper::server::conn::http1::Builder::new()
                 .serve_connection(TokioIo::new(stream), service)
@@ -70,7 +78,10 @@ pub async fn serve(listener: TcpListener, view: Arc<View>) {
     }
 }
 
-fn answer(req: &Request<Incoming>, view: &View) -> Response<Full<Bytes>> {
+async fn answer(req: &Request<Incoming>, view: &View) -> Response<Full<Bytes>> {
+    if req.uri().path() == "/reload" {
+        return reload(req, view).await;
+    }
     if req.method() != Method::GET && req.method() != Method::HEAD {
         return reply(
             StatusCode::METHOD_NOT_ALLOWED,
@@ -89,7 +100,44 @@ fn answer(req: &Request<Incoming>, view: &View) -> Response<Full<Bytes>> {
         _ => reply(
             StatusCode::NOT_FOUND,
             "text/plain",
-            "not found: try /metrics, /status or /health\n".into(),
+            "not found: try /metrics, /status or /health (or POST /reload)\n".into(),
+        ),
+    }
+}
+
+/// `POST /reload`: reads the config again and answers what changed (200) or why the config in
+/// force stays (409).
+async fn reload(req: &Request<Incoming>, view: &View) -> Response<Full<Bytes>> {
+    if req.method() != Method::POST {
+        return reply(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "text/plain",
+            "only POST\n".into(),
+        );
+    }
+    let (answer, answered) = oneshot::channel();
+    if view.reload.send(answer).await.is_err() {
+        return reply(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "text/plain",
+            "shutting down\n".into(),
+        );
+    }
+    match answered.await {
+        Ok(Ok(changes)) => reply(
+            StatusCode::OK,
+            "text/plain",
+            format!("reloaded: {changes}\n"),
+        ),
+        Ok(Err(why)) => reply(
+            StatusCode::CONFLICT,
+            "text/plain",
+            format!("not reloaded, the config in force stays: {why}\n"),
+        ),
+        Err(_) => reply(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "text/plain",
+            "shutting down\n".into(),
         ),
     }
 }
@@ -192,6 +240,7 @@ fn metrics(view: &View) -> String {
     let mut out = String::new();
     let routes: Vec<Row> = view
         .routes
+        .load()
         .iter()
         .map(|r| {
             let (state, held) = r.gate.state();
@@ -297,8 +346,8 @@ struct RouteStatus<'a> {
 
 /// `/status`: every route's state and figures, as JSON.
 fn status_json(view: &View) -> String {
-    let routes: Vec<RouteStatus<'_>> = view
-        .routes
+    let in_force = view.routes.load();
+    let routes: Vec<RouteStatus<'_>> = in_force
         .iter()
         .map(|r| {
             let (state, held) = r.gate.state();

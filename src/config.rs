@@ -49,7 +49,7 @@ pub struct Config {
 }
 
 /// `[proxy]`: settings of the process as a whole.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ProxyConfig {
     /// Exit once every route has been stopped, and no client connection open, this long.
     pub idle_exit: Option<Duration>,
@@ -107,7 +107,7 @@ impl Default for ProxyConfig {
 }
 
 /// `[[listener]]`: one socket, inherited by name or bound.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ListenerConfig {
     /// Matches the `FileDescriptorName=` of an inherited socket.
     pub name: String,
@@ -177,7 +177,7 @@ impl fmt::Display for Protocol {
 }
 
 /// `[[route]]`: one site.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct RouteConfig {
     /// Unique name, used in logs and error bodies.
     pub name: String,
@@ -209,6 +209,23 @@ pub struct RouteConfig {
     /// Browsers (GET, `Accept: text/html`) kept waiting this long for a start get a small
     /// "starting" page that reloads itself instead.
     pub starting_page: Option<Duration>,
+}
+
+impl RouteConfig {
+    /// Whether `other` runs the same backend the same way: everything but what only the
+    /// proxy side reads (hosts, certificate, passive requests, starting page, PROXY protocol).
+    /// A reload keeps such a route's backend, running or not; any other change replaces it.
+    pub fn same_backend(&self, other: &RouteConfig) -> bool {
+        self.name == other.name
+            && self.upstream == other.upstream
+            && self.idle_timeout == other.idle_timeout
+            && self.start_timeout == other.start_timeout
+            && self.ready == other.ready
+            && self.max_pending == other.max_pending
+            && self.backend == other.backend
+            && self.upstream_protocol == other.upstream_protocol
+            && self.upstream_ca == other.upstream_ca
+    }
 }
 
 /// `passive_paths` and `passive_user_agents` of a route: requests answered `503` while the
@@ -266,7 +283,7 @@ impl fmt::Display for ReadyCheck {
 }
 
 /// `[route.backend]`: what runs behind a route.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum BackendConfig {
     /// Always on: never started or stopped by rouse.
     None,
@@ -279,7 +296,7 @@ pub enum BackendConfig {
 }
 
 /// `kind = "systemd"`: units rouse starts and stops through systemd's D-Bus API.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct SystemdConfig {
     /// The route's unit first, then the units of `also`, each with its type suffix.
     pub units: Vec<String>,
@@ -356,7 +373,7 @@ impl fmt::Display for Engine {
 }
 
 /// `kind = "podman"` / `"docker"`: containers rouse starts and stops through the engine's API.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ContainerConfig {
     /// Which API.
     pub engine: Engine,
@@ -369,7 +386,7 @@ pub struct ContainerConfig {
 }
 
 /// What `podman create` / `docker create` would be given for a missing container.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct CreateSpec {
     /// Image reference.
     pub image: String,
@@ -384,7 +401,7 @@ pub struct CreateSpec {
 }
 
 /// A backend that is a plain command.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ExecConfig {
     /// Program and arguments; `$ROUSE` as the program is already resolved to rouse itself.
     pub command: Vec<String>,
@@ -448,6 +465,30 @@ impl Config {
     /// Validates config `text`, naming `path` in errors and resolving relative paths against it.
     pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
         raw::parse(path, text)
+    }
+}
+
+impl Config {
+    /// What differs from `next` in the parts a reload cannot change: `[proxy]`, `[admin]`,
+    /// and each listener's name, address and protocol (its sockets are open, perhaps inherited
+    /// from systemd). `None` when a reload can apply `next`.
+    pub fn needs_restart_for(&self, next: &Config) -> Option<String> {
+        if self.proxy != next.proxy {
+            return Some("[proxy] changed".into());
+        }
+        if self.admin != next.admin {
+            return Some("[admin] changed".into());
+        }
+        let sockets = |c: &Config| -> Vec<(String, SocketAddr, Protocol)> {
+            c.listeners
+                .iter()
+                .map(|l| (l.name.clone(), l.bind, l.protocol))
+                .collect()
+        };
+        if sockets(self) != sockets(next) {
+            return Some("the listeners changed (name, bind or protocol)".into());
+        }
+        None
     }
 }
 

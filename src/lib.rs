@@ -14,7 +14,8 @@
 //!
 //! - [`config`]: the TOML file, parsed and validated once into [`config::Config`].
 //! - [`listen`]: sockets inherited from systemd (`LISTEN_FDS`), or bound.
-//! - [`server`]: accept loops, HTTP/1.1 + HTTP/2 connections, dispatch, shutdown, `idle_exit`.
+//! - [`server`]: accept loops, HTTP/1.1 + HTTP/2 connections, dispatch, reload (the route table
+//!   rebuilt and swapped), shutdown, `idle_exit`.
 //! - [`route`]: host normalisation and the host → route lookup.
 //! - [`hold`]: the gate where requests wait for a ready backend, bounded by `max_pending`.
 //! - [`lifecycle`]: one supervisor per route: start once, probe, serve, stop when idle.
@@ -22,7 +23,8 @@
 //! - [`activity`]: counters of in-flight requests and open connections, and the idle clock.
 //! - [`stall`]: how long a client has kept a request body or a response waiting.
 //! - [`stats`]: per-route counters (requests, responses, starts, stops) for the admin listener.
-//! - [`admin`]: the admin listener: `/metrics` (Prometheus), `/status` (JSON), `/health`.
+//! - [`admin`]: the admin listener: `/metrics` (Prometheus), `/status` (JSON), `/health`, and
+//!   `POST /reload`.
 //! - [`backend`]: the `Backend`/`Instance` traits and shared-resource claims; one file per kind:
 //!   [`backend::exec`] (commands), [`backend::systemd`] (units over D-Bus),
 //!   [`backend::container`] (podman and Docker containers over their REST APIs).
@@ -30,7 +32,7 @@
 //!   (HTTP/1.1 upstreams through a small client that runs in the request's own task, h2 ones
 //!   through hyper's), [`proxy::tcp`] relays raw TCP and TLS passthrough (SNI read from the
 //!   ClientHello).
-//! - [`tls`]: certificates per SNI for `https` listeners, re-read on SIGHUP.
+//! - [`tls`]: certificates per SNI for `https` listeners, re-read on reload.
 //! - [`error`]: every error a client can see, and its single mapping to a status code.
 //! - [`limits`]: the open-descriptor limit, raised for rouse and restored for its backends.
 //! - [`notify`]: `sd_notify` messages to systemd (`READY=1`, `STOPPING=1`, `STATUS=`).

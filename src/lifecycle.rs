@@ -6,7 +6,8 @@
 //! one attempt at a time, so any number of requests arriving together cause exactly one start.
 //!
 //! The supervisor also stops the backend once the route's [`Activity`] has been idle for
-//! `idle_timeout`, and on shutdown. It knows nothing of HTTP.
+//! `idle_timeout`, on shutdown, and when a reload removes or replaces its route ([`Stop`]). It
+//! knows nothing of HTTP.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -48,6 +49,17 @@ pub struct Snapshot {
     pub attempt: u64,
     /// The state of that attempt.
     pub state: State,
+}
+
+/// What a supervisor is told to do by the server.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stop {
+    /// Go on.
+    Run,
+    /// rouse exits: stop the backend (or leave it, see [`Supervisor::leave_on_exit`]).
+    Exit,
+    /// A reload removed or replaced the route: stop the backend and end.
+    Retire,
 }
 
 /// What a route's requests and its supervisor share.
@@ -113,7 +125,7 @@ pub struct Supervisor {
     activity: Arc<Activity>,
     /// Counts supervisors whose backend is not stopped, for `idle_exit`.
     running: Arc<Activity>,
-    shutdown: watch::Receiver<bool>,
+    shutdown: watch::Receiver<Stop>,
     upstream: SocketAddr,
     ready: ReadyCheck,
     probe_host: String,
@@ -141,7 +153,7 @@ impl Supervisor {
         backend: Box<dyn Backend>,
         activity: Arc<Activity>,
         running: Arc<Activity>,
-        shutdown: watch::Receiver<bool>,
+        shutdown: watch::Receiver<Stop>,
         workers: usize,
         upstream_tls: Option<Arc<rustls::ClientConfig>>,
     ) -> (Supervisor, Arc<Shared>) {
@@ -234,14 +246,18 @@ impl Supervisor {
         let _running = self.running.enter();
         match self.start().await {
             Started::Ready(instance) => match self.serve(instance).await {
-                Some((instance, "shutdown")) if self.leave_on_exit => self.leave(instance).await,
+                Some((instance, "shutdown"))
+                    if self.leave_on_exit && *self.shutdown.borrow() == Stop::Exit =>
+                {
+                    self.leave(instance).await;
+                }
                 Some((instance, reason)) => self.stop(instance, reason).await,
                 None => {}
             },
             Started::Failed => {}
             Started::Shutdown => return false,
         }
-        !*self.shutdown.borrow()
+        *self.shutdown.borrow() == Stop::Run
     }
 
     fn publish(&self, state: State) {
@@ -345,7 +361,11 @@ impl Supervisor {
                 }
                 _ = shutdown_requested(&mut self.shutdown) => {
                     self.publish(State::Stopping);
-                    return Some((instance, "shutdown"));
+                    let reason = match *self.shutdown.borrow() {
+                        Stop::Retire => "reload",
+                        _ => "shutdown",
+                    };
+                    return Some((instance, reason));
                 }
                 Some(_) = self.wants.recv() => {}
             }
@@ -389,9 +409,9 @@ impl Supervisor {
     }
 }
 
-/// Resolves when shutdown is requested (or its sender is gone).
-async fn shutdown_requested(rx: &mut watch::Receiver<bool>) {
-    let _ = rx.wait_for(|stop| *stop).await;
+/// Resolves when the supervisor is told to stop (or its sender is gone).
+async fn shutdown_requested(rx: &mut watch::Receiver<Stop>) {
+    let _ = rx.wait_for(|stop| *stop != Stop::Run).await;
 }
 
 /// A duration in milliseconds with 0.1 ms resolution, for log fields.

@@ -43,6 +43,15 @@ enum Command {
         #[arg(short, long, value_name = "FILE")]
         config: PathBuf,
     },
+    /// Make a running rouse read its config again (asks its admin listener, `[admin] bind`).
+    ///
+    /// The file is checked here first: an invalid one is reported and the running rouse is
+    /// not asked. Without an admin listener, send SIGHUP instead (`systemctl reload rouse`).
+    Reload {
+        /// The config file of the running rouse.
+        #[arg(short, long, value_name = "FILE")]
+        config: PathBuf,
+    },
     /// Write the systemd units that run rouse socket-activated for a config.
     Units {
         /// The config file (the service will run with its absolute path).
@@ -94,6 +103,16 @@ fn main() -> ExitCode {
             }
             Err(e) => {
                 eprintln!("rouse status: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::Reload { config } => match reload(&config) {
+            Ok(changes) => {
+                print!("{changes}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("rouse reload: {e:#}");
                 ExitCode::FAILURE
             }
         },
@@ -173,36 +192,61 @@ fn check(path: &std::path::Path) -> ExitCode {
 
 /// Asks the admin listener of the rouse running `path` for `/status` and renders it as a table.
 fn status(path: &std::path::Path) -> anyhow::Result<String> {
-    use std::io::{Read, Write};
     let config = Config::load(path).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let (addr, status_line, body) = admin_request(path, &config, "GET", "/status")?;
+    if !status_line.starts_with("HTTP/1.1 200") {
+        anyhow::bail!("{addr} answered {status_line}");
+    }
+    let status: serde_json::Value =
+        serde_json::from_str(&body).with_context(|| format!("{addr}/status is not JSON"))?;
+    Ok(status_table(&status))
+}
+
+/// Checks the config at `path` as `rouse serve` would, then asks the rouse running it to reload
+/// it; returns what changed.
+fn reload(path: &std::path::Path) -> anyhow::Result<String> {
+    let config = Config::load(path).map_err(|e| anyhow::anyhow!("{e}"))?;
+    rouse::tls::check(&config)?;
+    let (addr, status_line, body) = admin_request(path, &config, "POST", "/reload")?;
+    if status_line.starts_with("HTTP/1.1 200") {
+        return Ok(body);
+    }
+    anyhow::bail!("{addr} answered {status_line}: {}", body.trim_end())
+}
+
+/// One request to the admin listener named by `config`: its address, status line and body.
+fn admin_request(
+    path: &std::path::Path,
+    config: &Config,
+    method: &str,
+    target: &str,
+) -> anyhow::Result<(std::net::SocketAddr, String, String)> {
+    use std::io::{Read, Write};
     let Some(addr) = config.admin else {
         anyhow::bail!(
-            "{} has no [admin] bind: add [admin] bind = \"127.0.0.1:9900\" and restart rouse",
+            "{} has no [admin] bind: add [admin] bind = \"127.0.0.1:9900\" and restart rouse \
+             (or send rouse SIGHUP to reload)",
             path.display()
         );
     };
-    let timeout = std::time::Duration::from_secs(5);
+    let timeout = std::time::Duration::from_secs(10);
     let mut stream = std::net::TcpStream::connect_timeout(&addr, timeout)
         .with_context(|| format!("cannot reach the admin listener at {addr}: is rouse running?"))?;
     stream.set_read_timeout(Some(timeout))?;
-    stream.write_all(b"GET /status HTTP/1.1\r\nHost: rouse\r\nConnection: close\r\n\r\n")?;
+    write!(
+        stream,
+        "{method} {target} HTTP/1.1\r\nHost: rouse\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    )?;
     let mut raw = Vec::new();
     stream
         .read_to_end(&mut raw)
-        .with_context(|| format!("reading /status from {addr}"))?;
+        .with_context(|| format!("reading {target} from {addr}"))?;
     let text = String::from_utf8_lossy(&raw);
     let (head, body) = text
         .split_once("\r\n\r\n")
         .with_context(|| format!("{addr} sent no HTTP response"))?;
-    if !head.starts_with("HTTP/1.1 200") {
-        anyhow::bail!(
-            "{addr} answered {}",
-            head.lines().next().unwrap_or_default()
-        );
-    }
-    let status: serde_json::Value =
-        serde_json::from_str(body).with_context(|| format!("{addr}/status is not JSON"))?;
-    Ok(status_table(&status))
+    let status_line = head.lines().next().unwrap_or_default().to_owned();
+    Ok((addr, status_line, body.to_owned()))
 }
 
 /// The `rouse status` table: one line per route.

@@ -1,5 +1,6 @@
 //! Telling systemd how the service is doing (`sd_notify`): `READY=1` once rouse accepts
-//! connections, `STOPPING=1` when it begins to shut down, `STATUS=` lines in between.
+//! connections, `RELOADING=1` while it reloads its config, `STOPPING=1` when it begins to shut
+//! down, `STATUS=` lines in between.
 //!
 //! The protocol is one datagram to the unix socket named by `$NOTIFY_SOCKET` (a path, or an
 //! abstract name written with a leading `@`). Without that variable, as when rouse runs outside
@@ -31,6 +32,19 @@ pub fn notify(state: &str) {
     if let Err(e) = result {
         debug!(state, error = %e, "cannot notify systemd");
     }
+}
+
+/// `CLOCK_MONOTONIC` in microseconds, as `RELOADING=1` is to be sent with
+/// (`MONOTONIC_USEC=`, which `Type=notify-reload` requires).
+pub fn monotonic_usec() -> u64 {
+    let mut now = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `now` is a valid timespec for clock_gettime to write.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut now) };
+    u64::try_from(now.tv_sec).unwrap_or(0) * 1_000_000
+        + u64::try_from(now.tv_nsec).unwrap_or(0) / 1_000
 }
 
 #[cfg(test)]

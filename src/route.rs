@@ -9,6 +9,7 @@
 use std::borrow::Cow;
 use std::collections::HashMap;
 use std::fmt;
+use std::net::Ipv6Addr;
 
 use http::Request;
 
@@ -47,8 +48,19 @@ impl HostPattern {
                 && l.bytes()
                     .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
         };
-        let is_ipv6 = name.starts_with('[') && name.ends_with(']');
-        if !is_ipv6 && !name.split('.').all(valid_label) {
+        if let Some(inner) = name.strip_prefix('[') {
+            // An IPv6 literal, as a client sends it in brackets. Only a real address: anything
+            // else after '[' is a name no request can carry (`normalize_host` ends a bracketed
+            // name at its first ']').
+            let is_ipv6 = inner
+                .strip_suffix(']')
+                .is_some_and(|addr| addr.parse::<Ipv6Addr>().is_ok());
+            if !is_ipv6 {
+                return Err(
+                    "is not an IPv6 address in brackets: write one like \"[2001:db8::1]\"".into(),
+                );
+            }
+        } else if !name.split('.').all(valid_label) {
             return Err(
                 "is not a valid host name: use letters, digits and '-' in dot-separated labels"
                     .into(),
@@ -208,6 +220,25 @@ mod tests {
             HostPattern::parse("*.Example.com.").unwrap(),
             HostPattern::Wildcard("example.com".into())
         );
+    }
+
+    #[test]
+    fn brackets_hold_an_ipv6_address() {
+        assert_eq!(
+            HostPattern::parse("[::1]").unwrap(),
+            HostPattern::Exact("[::1]".into())
+        );
+        assert_eq!(
+            HostPattern::parse("[2001:DB8::1].").unwrap(),
+            HostPattern::Exact("[2001:db8::1]".into())
+        );
+        // Once accepted, yet no request could name them: normalize_host ends a bracketed name
+        // at its first ']'.
+        assert!(HostPattern::parse("[]]").is_err());
+        assert!(HostPattern::parse("[::1]:1]").is_err());
+        assert!(HostPattern::parse("[]").is_err());
+        assert!(HostPattern::parse("[example.com]").is_err());
+        assert!(HostPattern::parse("[::1]:8080").is_err());
     }
 
     #[test]

@@ -9,7 +9,8 @@
 //!
 //! Data flows one way: a request's host picks a route ([`crate::route`]), the route's gate holds
 //! it until the backend is ready ([`crate::hold`]), and the proxy forwards it
-//! ([`crate::proxy::http`]). The backend lifecycles run beside this, one task per route.
+//! ([`crate::proxy::http`]). The backend lifecycles run beside this, one task per route. The
+//! routes in force are one table ([`routes`]) that a reload replaces whole.
 //!
 //! Each listener's protocol picks what happens to an accepted connection: `http` is served as
 //! HTTP here ([`http`]); `https` first completes a TLS handshake ([`crate::tls`]); `tcp` and
@@ -17,6 +18,7 @@
 
 mod drain;
 mod http;
+mod routes;
 mod timeouts;
 
 use std::future::Future;
@@ -27,20 +29,20 @@ use std::time::Duration;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::signal::unix::{Signal, SignalKind, signal};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
-use tokio::task::JoinSet;
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 use tokio::time::Instant;
 use tracing::{debug, error, info, warn};
 
+use arc_swap::ArcSwap;
+
 use crate::activity::Activity;
+use crate::admin::ReloadRequest;
 use crate::config::{Config, ListenerConfig, Passive, Protocol, ProxyConfig, ProxyProtocol};
 use crate::hold::Gate;
-use crate::lifecycle::{Shared, Supervisor};
 use crate::listen::Bound;
-use crate::route::HostMap;
-use crate::tls::Tls;
 use drain::Drain;
+use routes::{Routes, Table};
 
 /// Shortest time between two warnings that the connection limit is reached.
 const LIMIT_WARNING_EVERY: Duration = Duration::from_secs(60);
@@ -73,92 +75,46 @@ struct Route {
 
 /// What every connection task shares.
 struct App {
-    hosts: HostMap<usize>,
-    routes: Vec<Route>,
+    /// The routes, hosts and certificates in force (replaced whole by a reload).
+    table: ArcSwap<Table>,
     http: auto::Builder<TokioExecutor>,
     proxy: ProxyConfig,
-    /// Certificates of the `https` listeners (none without such a listener).
-    tls: Option<Arc<Tls>>,
     /// Open client connections, all listeners together.
     connections: Arc<Activity>,
+    /// What the admin listener shows (its routes replaced by a reload).
+    view: Arc<crate::admin::View>,
 }
 
 /// Runs the proxy on already-opened listeners until `shutdown` resolves or `idle_exit` fires;
-/// then stops accepting, drains, stops every backend it started, and returns.
+/// then stops accepting, drains, stops every backend it started, and returns. SIGHUP (or
+/// `POST /reload` on the admin listener) reloads the config meanwhile (see [`routes`]).
 pub async fn run(
     config: Config,
     listeners: Vec<Bound>,
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<Exit> {
+    let invalid = |e: String| std::io::Error::new(std::io::ErrorKind::InvalidInput, e);
     // Certificates first: a bad one stops rouse before anything else starts.
-    let tls = Tls::load(&config)
-        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?
-        .map(Arc::new);
-    let (stop_backends, backends_stop) = watch::channel(false);
-    let running = Activity::new();
-    let claims = Arc::new(crate::backend::Claims::default());
-    let mut supervisors = JoinSet::new();
-    let mut hosts = HostMap::default();
-    let mut routes = Vec::with_capacity(config.routes.len());
-    for (index, rc) in config.routes.iter().enumerate() {
-        for host in &rc.hosts {
-            hosts.insert(host, index);
-        }
-        let activity = Activity::new();
-        let upstream_tls = crate::proxy::upstream_tls(rc)
-            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
-        let shared = match crate::backend::for_route(rc, &claims) {
-            Some(backend) => {
-                let (supervisor, shared) = Supervisor::new(
-                    rc,
-                    backend,
-                    activity.clone(),
-                    running.clone(),
-                    backends_stop.clone(),
-                    config.proxy.workers,
-                    upstream_tls,
-                );
-                let leave = config.proxy.on_exit == crate::config::OnExit::Leave;
-                supervisors.spawn(supervisor.leave_on_exit(leave).run());
-                shared
-            }
-            None => Shared::always_ready(rc, config.proxy.workers, upstream_tls),
-        };
-        routes.push(Route {
-            name: rc.name.as_str().into(),
-            activity,
-            gate: Gate::new(shared),
-            proxy_protocol: rc.proxy_protocol,
-            passive: rc.passive.clone(),
-            starting_page: rc.starting_page,
-        });
-    }
-
+    let (mut routes, table) = Routes::start(config.clone()).map_err(invalid)?;
+    let (reload_requests, mut reload_asked) = mpsc::channel::<ReloadRequest>(4);
+    let connections = Activity::new();
     let app = Arc::new(App {
-        hosts,
-        routes,
+        view: Arc::new(crate::admin::View {
+            routes: ArcSwap::from_pointee(route_views(&table)),
+            connections: connections.clone(),
+            reload: reload_requests,
+        }),
+        table: ArcSwap::from_pointee(table),
         http: http_builder(&config.proxy),
         proxy: config.proxy.clone(),
-        tls: tls.clone(),
-        connections: Activity::new(),
+        connections,
     });
 
-    let reloads = tokio::spawn(reload_on_sighup(tls, signal(SignalKind::hangup())?));
+    let mut hangup = signal(SignalKind::hangup())?;
     let admin = match config.admin {
         Some(addr) => Some(tokio::spawn(crate::admin::serve(
             admin_listener(addr)?,
-            Arc::new(crate::admin::View {
-                routes: app
-                    .routes
-                    .iter()
-                    .map(|r| crate::admin::RouteView {
-                        name: r.name.clone(),
-                        gate: r.gate.clone(),
-                        activity: r.activity.clone(),
-                    })
-                    .collect(),
-                connections: app.connections.clone(),
-            }),
+            app.view.clone(),
         ))),
         None => None,
     };
@@ -190,22 +146,38 @@ pub async fn run(
     drop(sockets);
     crate::notify::notify(&format!(
         "READY=1\nSTATUS=serving {} routes on {} listeners",
-        app.routes.len(),
+        app.table.load().routes.len(),
         config.listeners.len()
     ));
 
     let status = std::env::var_os("NOTIFY_SOCKET")
         .is_some()
         .then(|| tokio::spawn(report_status(app.clone())));
-    let exit = tokio::select! {
-        () = shutdown => Exit::Requested,
-        () = idle_exit(config.proxy.idle_exit, &app.connections, &running) => {
-            info!(after = %crate::error::fmt_duration(config.proxy.idle_exit.unwrap_or_default()), "idle exit");
-            Exit::Idle
+    let running = routes.running.clone();
+    let idle = idle_exit(config.proxy.idle_exit, &app.connections, &running);
+    tokio::pin!(idle, shutdown);
+    let exit = loop {
+        let answer = tokio::select! {
+            () = &mut shutdown => break Exit::Requested,
+            () = &mut idle => {
+                info!(after = %crate::error::fmt_duration(config.proxy.idle_exit.unwrap_or_default()), "idle exit");
+                break Exit::Idle;
+            }
+            Some(()) = hangup.recv() => {
+                info!(signal = "SIGHUP", "signal received: reloading the config");
+                None
+            }
+            Some(answer) = reload_asked.recv() => {
+                info!("reload asked on the admin listener");
+                Some(answer)
+            }
+        };
+        let reloaded = reload(&mut routes, &app).await;
+        if let Some(answer) = answer {
+            let _ = answer.send(reloaded);
         }
     };
 
-    reloads.abort();
     if let Some(status) = status {
         status.abort();
     }
@@ -227,8 +199,7 @@ pub async fn run(
             "drain timeout: closing what is left"
         );
     }
-    stop_backends.send_replace(true);
-    while supervisors.join_next().await.is_some() {}
+    routes.exit().await;
     exit_workers.send_replace(true);
     for worker in workers {
         let _ = tokio::task::spawn_blocking(move || worker.join()).await;
@@ -240,6 +211,39 @@ pub async fn run(
     Ok(exit)
 }
 
+/// One reload, logged and told to systemd: the new config in force, or the old one kept.
+async fn reload(routes: &mut Routes, app: &App) -> Result<String, String> {
+    crate::notify::notify(&format!(
+        "RELOADING=1\nMONOTONIC_USEC={}",
+        crate::notify::monotonic_usec()
+    ));
+    let reloaded = routes.reload(app).await;
+    match &reloaded {
+        Ok(changes) => info!(config = %routes.config().path.display(), %changes, "config reloaded"),
+        Err(why) => {
+            warn!(error = %why, "config not reloaded: the config in force stays");
+        }
+    }
+    crate::notify::notify(&format!(
+        "READY=1\nSTATUS=serving {} routes",
+        app.table.load().routes.len()
+    ));
+    reloaded
+}
+
+/// What the admin listener shows of a table's routes.
+fn route_views(table: &Table) -> Vec<crate::admin::RouteView> {
+    table
+        .routes
+        .iter()
+        .map(|r| crate::admin::RouteView {
+            name: r.name.clone(),
+            gate: r.gate.clone(),
+            activity: r.activity.clone(),
+        })
+        .collect()
+}
+
 /// How often systemd's `STATUS=` line is brought up to date (only sent when it changed).
 const STATUS_EVERY: Duration = Duration::from_secs(2);
 
@@ -249,7 +253,8 @@ async fn report_status(app: Arc<App>) {
     let mut last = String::new();
     loop {
         let (mut running, mut starting, mut held) = (0, 0, 0);
-        for route in &app.routes {
+        let table = app.table.load_full();
+        for route in &table.routes {
             let (state, pending) = route.gate.state();
             match state {
                 crate::lifecycle::State::Ready(_) => running += 1,
@@ -260,7 +265,7 @@ async fn report_status(app: Arc<App>) {
         }
         let line = format!(
             "{} routes, {running} running, {starting} starting, {held} held requests, {} open connections",
-            app.routes.len(),
+            table.routes.len(),
             app.connections.active()
         );
         if line != last {
@@ -278,17 +283,6 @@ fn admin_listener(addr: SocketAddr) -> std::io::Result<TcpListener> {
     socket.set_nonblocking(true)?;
     info!(addr = %addr, "admin listening");
     TcpListener::from_std(socket)
-}
-
-/// Reads the certificates again on every SIGHUP (ignored without `https` listeners).
-async fn reload_on_sighup(tls: Option<Arc<Tls>>, mut hangup: Signal) {
-    while hangup.recv().await.is_some() {
-        info!(signal = "SIGHUP", "signal received");
-        if let Some(tls) = tls.clone() {
-            // File reads: off the control thread.
-            let _ = tokio::task::spawn_blocking(move || tls.reload()).await;
-        }
-    }
 }
 
 /// One worker thread: accepts on every listener and serves what it accepts, until told to exit.
@@ -316,12 +310,12 @@ fn worker(
     let share = (max / workers + usize::from(id < max % workers)).max(1);
     let limit = Arc::new(Semaphore::new(share));
     runtime.block_on(async move {
-        for (config, socket) in sockets {
+        for (position, (config, socket)) in sockets.into_iter().enumerate() {
             match TcpListener::from_std(socket) {
                 Ok(listener) => {
                     tokio::spawn(accept_loop(
                         app.clone(),
-                        Arc::new(config),
+                        Arc::new((config, position)),
                         listener,
                         drain.clone(),
                         limit.clone(),
@@ -368,9 +362,11 @@ fn http_builder(proxy: &ProxyConfig) -> auto::Builder<TokioExecutor> {
     builder
 }
 
+/// Accepts on one listener; `listener_config` holds its config and its position among the
+/// listeners.
 async fn accept_loop(
     app: Arc<App>,
-    listener_config: Arc<ListenerConfig>,
+    listener_config: Arc<(ListenerConfig, usize)>,
     listener: TcpListener,
     drain: Arc<Drain>,
     limit: Arc<Semaphore>,
@@ -386,7 +382,7 @@ async fn accept_loop(
                 if warned.is_none_or(|at| at.elapsed() >= LIMIT_WARNING_EVERY) {
                     warned = Some(Instant::now());
                     warn!(
-                    listener = %listener_config.name,
+                    listener = %listener_config.0.name,
                     max_connections = app.proxy.max_connections,
                     "connection limit reached: not accepting until a connection closes"
                     );
@@ -428,23 +424,27 @@ async fn accept_loop(
 /// Serves one accepted connection as its listener's protocol says.
 async fn serve(
     app: Arc<App>,
-    listener: Arc<ListenerConfig>,
+    listener: Arc<(ListenerConfig, usize)>,
     stream: TcpStream,
     peer: SocketAddr,
     drain: Arc<Drain>,
     _permit: OwnedSemaphorePermit,
 ) {
     let _open = app.connections.enter();
+    let (listener, position) = (&listener.0, listener.1);
     match listener.protocol {
         // Each protocol's future is boxed: the largest (a hyper connection, a TLS stream) would
         // otherwise size this one, and a spawned future is copied whole at least once.
         Protocol::Http => Box::pin(http::serve(&app, stream, peer, None, &drain)).await,
         Protocol::Https => {
-            let Some(tls) = &app.tls else { return };
+            // The certificates in force now serve this connection for its whole life.
+            let Some(tls) = app.table.load().tls.clone() else {
+                return;
+            };
             // The ClientHello names the route: start its backend while the handshake goes on.
             let prewarm = |sni: &str| {
-                if let Some(index) = app.hosts.lookup(sni) {
-                    app.routes[index].gate.prewarm();
+                if let Some(route) = app.table.load().lookup(sni) {
+                    route.gate.prewarm();
                 }
             };
             let accepted =
@@ -452,7 +452,8 @@ async fn serve(
                     .await;
             match accepted {
                 Ok((stream, handshake)) => {
-                    Box::pin(http::serve(&app, stream, peer, Some(handshake), &drain)).await;
+                    let tls = Some((handshake, tls));
+                    Box::pin(http::serve(&app, stream, peer, tls, &drain)).await;
                 }
                 Err(e) => {
                     debug!(peer = %peer, listener = %listener.name, error = %e, "tls handshake failed")
@@ -460,9 +461,13 @@ async fn serve(
             }
         }
         Protocol::Tcp => {
-            let Some(index) = listener.route else { return };
-            let route = &app.routes[index];
-            Box::pin(relay(route, stream, peer, Vec::new())).await;
+            let route = {
+                let table = app.table.load();
+                let index = table.tcp_routes.get(position).copied().flatten();
+                index.map(|index| table.routes[index].clone())
+            };
+            let Some(route) = route else { return };
+            Box::pin(relay(&route, stream, peer, Vec::new())).await;
         }
         Protocol::TlsPassthrough => {
             let hello = Box::pin(crate::proxy::tcp::read_client_hello(
@@ -477,12 +482,12 @@ async fn serve(
                     return;
                 }
             };
-            let index = sni
+            let route = sni
                 .as_deref()
                 .and_then(crate::route::normalize_host)
-                .and_then(|host| app.hosts.lookup(&host));
-            match index {
-                Some(index) => Box::pin(relay(&app.routes[index], stream, peer, initial)).await,
+                .and_then(|host| app.table.load().lookup(&host).cloned());
+            match route {
+                Some(route) => Box::pin(relay(&route, stream, peer, initial)).await,
                 None => debug!(peer = %peer, sni = ?sni, "no route for the ClientHello's name"),
             }
         }

@@ -1,5 +1,5 @@
 //! TLS termination for `https` listeners: certificates read from PEM files, picked by the
-//! ClientHello's server name (SNI), and read again on SIGHUP.
+//! ClientHello's server name (SNI), and read again when the config is reloaded.
 //!
 //! Every distinct cert/key pair of the config (a route's `tls`, a listener's default) is one
 //! *slot*, with its own rustls server config. The SNI picks a slot the way a request's host picks
@@ -20,11 +20,10 @@ mod load;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::{Arc, PoisonError, RwLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use rustls::ServerConfig;
-use rustls::crypto::CryptoProvider;
 use rustls::server::Acceptor;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
@@ -156,21 +155,10 @@ pub enum TlsError {
     Handshake(std::io::Error),
 }
 
-/// One distinct cert/key pair and the server config that serves it (replaced on reload).
+/// One distinct cert/key pair and the server config that serves it.
 struct Slot {
     files: TlsFiles,
-    /// The first route or listener that names the pair, for messages.
-    owner: String,
-    config: RwLock<Arc<ServerConfig>>,
-}
-
-impl Slot {
-    fn config(&self) -> Arc<ServerConfig> {
-        self.config
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
-    }
+    config: Arc<ServerConfig>,
 }
 
 /// The certificates of every `https` listener, and which name gets which.
@@ -180,12 +168,19 @@ pub struct Tls {
     hosts: HostMap<Option<SlotId>>,
     /// `https` listener name → its default slot.
     listeners: HashMap<String, Option<SlotId>>,
-    provider: Arc<CryptoProvider>,
 }
 
 impl Tls {
     /// Loads every certificate the config names; `None` when no listener is `https`.
     pub fn load(config: &Config) -> Result<Option<Tls>, TlsError> {
+        Tls::load_next(config, None)
+    }
+
+    /// Loads every certificate the config names, for a reload of the config that `previous`
+    /// was loaded from: a pair `previous` also serves that cannot be read now (a renewal
+    /// half-written, say) keeps the certificate in use, and is logged; a new pair that cannot
+    /// be read is an error. Open connections keep the certificates of their handshake.
+    pub fn load_next(config: &Config, previous: Option<&Tls>) -> Result<Option<Tls>, TlsError> {
         if !config
             .listeners
             .iter()
@@ -195,15 +190,24 @@ impl Tls {
         }
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let mut slots: Vec<Slot> = Vec::new();
+        let mut failed = 0;
         let mut slot_for = |files: &TlsFiles, owner: String| -> Result<SlotId, TlsError> {
             if let Some(id) = slots.iter().position(|s| s.files == *files) {
                 return Ok(id);
             }
-            let config = load::server_config(files, &owner, &provider)?;
+            let in_use = previous.and_then(|p| p.slots.iter().find(|s| s.files == *files));
+            let config = match (load::server_config(files, &owner, &provider), in_use) {
+                (Ok(config), _) => config,
+                (Err(e), Some(in_use)) => {
+                    failed += 1;
+                    warn!(error = %e, "certificate not reloaded: keeping the one in use");
+                    in_use.config.clone()
+                }
+                (Err(e), None) => return Err(e),
+            };
             slots.push(Slot {
                 files: files.clone(),
-                owner,
-                config: RwLock::new(config),
+                config,
             });
             Ok(slots.len() - 1)
         };
@@ -236,11 +240,16 @@ impl Tls {
             }
             listeners.insert(listener.name.clone(), default);
         }
+        if previous.is_some() {
+            info!(
+                reloaded = slots.len() - failed,
+                failed, "certificates reloaded"
+            );
+        }
         Ok(Some(Tls {
             slots,
             hosts,
             listeners,
-            provider,
         }))
     }
 
@@ -292,7 +301,7 @@ impl Tls {
             return Err(TlsError::Refused(sni));
         };
         let stream = start
-            .into_stream(self.slots[cert].config())
+            .into_stream(self.slots[cert].config.clone())
             .await
             .map_err(TlsError::Handshake)?;
         Ok((stream, Handshake { sni, cert, default }))
@@ -309,29 +318,6 @@ impl Tls {
         name.and_then(|name| self.hosts.lookup(name))
             .flatten()
             .or(default)
-    }
-
-    /// Reads every certificate file again; new handshakes use what was read, open connections
-    /// are untouched. A pair that cannot be loaded keeps the certificate in use, and is logged.
-    /// Returns how many pairs failed.
-    pub fn reload(&self) -> usize {
-        let mut failed = 0;
-        for slot in &self.slots {
-            match load::server_config(&slot.files, &slot.owner, &self.provider) {
-                Ok(config) => {
-                    *slot.config.write().unwrap_or_else(PoisonError::into_inner) = config;
-                }
-                Err(e) => {
-                    failed += 1;
-                    warn!(error = %e, "certificate not reloaded: keeping the one in use");
-                }
-            }
-        }
-        info!(
-            reloaded = self.slots.len() - failed,
-            failed, "certificates reloaded"
-        );
-        failed
     }
 }
 

@@ -137,6 +137,17 @@ fn service(
     );
     let _ = writeln!(
         t,
+        "# systemctl reload: the config is checked first; if it is valid, rouse reads it again."
+    );
+    let _ = writeln!(
+        t,
+        "ExecReload={} check -c {}",
+        binary.display(),
+        config_path.display()
+    );
+    let _ = writeln!(t, "ExecReload=/bin/kill -HUP $MAINPID");
+    let _ = writeln!(
+        t,
         "# rouse stops the backends it started on SIGTERM; then anything left in the cgroup is killed."
     );
     let _ = writeln!(t, "KillMode=mixed");
@@ -290,6 +301,9 @@ mod tests {
             service.contains("ExecStart=/usr/local/bin/rouse serve -c /etc/rouse/rouse.toml\n")
         );
         assert!(service.contains("Requires=rouse.socket\n"));
+        assert!(service.contains(
+            "ExecReload=/usr/local/bin/rouse check -c /etc/rouse/rouse.toml\nExecReload=/bin/kill -HUP $MAINPID\n"
+        ));
         assert!(service.contains("WantedBy=multi-user.target\n"));
     }
 

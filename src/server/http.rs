@@ -25,29 +25,32 @@ use crate::activity::ActivityGuard;
 use crate::error::Error;
 use crate::proxy::{self, Body, InFlight};
 use crate::route;
-use crate::tls::Handshake;
+use crate::tls::{Handshake, Tls};
 
 /// One client connection's state.
 struct Connection {
     peer: SocketAddr,
-    /// The TLS handshake, on an `https` listener.
-    tls: Option<Handshake>,
+    /// The TLS handshake, on an `https` listener, and the certificates it was made with.
+    tls: Option<(Handshake, Arc<Tls>)>,
     /// Request heads and in-flight requests, for the header and keep-alive timeouts.
     clock: Arc<Clock>,
     /// The route this connection counts toward: the route of its latest request.
     bound: Mutex<Option<ActivityGuard>>,
-    bound_index: AtomicUsize,
+    /// The address of that route's activity counter (which a reload keeps for an unchanged
+    /// route), to tell cheaply whether a request is for the same route.
+    bound_to: AtomicUsize,
 }
 
 impl Connection {
-    /// Counts this connection toward route `index` (and no longer toward the previous one).
-    fn bind(&self, index: usize, route: &Route) {
-        if self.bound_index.load(Ordering::Relaxed) == index {
+    /// Counts this connection toward `route` (and no longer toward the previous one).
+    fn bind(&self, route: &Route) {
+        let id = Arc::as_ptr(&route.activity) as usize;
+        if self.bound_to.load(Ordering::Relaxed) == id {
             return;
         }
         let guard = route.activity.enter();
         *self.bound.lock().expect("bound lock") = Some(guard);
-        self.bound_index.store(index, Ordering::Relaxed);
+        self.bound_to.store(id, Ordering::Relaxed);
     }
 }
 
@@ -57,7 +60,7 @@ pub(super) async fn serve<I>(
     app: &Arc<App>,
     io: I,
     peer: SocketAddr,
-    tls: Option<Handshake>,
+    tls: Option<(Handshake, Arc<Tls>)>,
     drain: &Arc<Drain>,
 ) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -68,7 +71,7 @@ pub(super) async fn serve<I>(
         tls,
         clock: clock.clone(),
         bound: Mutex::new(None),
-        bound_index: AtomicUsize::new(usize::MAX),
+        bound_to: AtomicUsize::new(0),
     });
     let service = {
         let app = app.clone();
@@ -210,40 +213,38 @@ impl App {
             }
             return resp;
         }
-        let index = match route::request_host(&req) {
+        let route = match route::request_host(&req) {
             None => return Error::NoHost.to_response(),
             Some(host) => {
-                if let (Some(tls), Some(certs)) = (&conn.tls, &self.tls)
-                    && !certs.serves(tls, &host)
+                if let Some((handshake, certs)) = &conn.tls
+                    && !certs.serves(handshake, &host)
                 {
                     return Error::Misdirected {
                         host: host.into_owned(),
-                        sni: tls.sni.clone().unwrap_or_default(),
+                        sni: handshake.sni.clone().unwrap_or_default(),
                     }
                     .to_response();
                 }
-                match self.hosts.lookup(&host) {
-                    Some(index) => index,
+                match self.table.load().lookup(&host) {
+                    Some(route) => route.clone(),
                     None => return Error::NoRoute(host.into_owned()).to_response(),
                 }
             }
         };
-        let route = &self.routes[index];
         route.gate.stats().request();
-        let resp = self.handle_routed(req, conn, request, index).await;
+        let resp = self.handle_routed(req, conn, request, &route).await;
         route.gate.stats().response(resp.status());
         resp
     }
 
-    /// Holds and forwards a request routed to route `index`.
+    /// Holds and forwards a request routed to `route`.
     async fn handle_routed(
         &self,
         req: Request<Incoming>,
         conn: &Connection,
         request: ActivityGuard,
-        index: usize,
+        route: &Route,
     ) -> Response<Body> {
-        let route = &self.routes[index];
         if route.is_passive(&req) {
             // Never starts the backend, never keeps it awake.
             let Some(upstream) = route.gate.ready() else {
@@ -263,7 +264,7 @@ impl App {
             connection: request,
             route: Some(route.activity.enter()),
         };
-        conn.bind(index, route);
+        conn.bind(route);
         let acquired = match route.starting_page {
             Some(after) if route.gate.ready().is_none() && wants_html(&req) => {
                 match tokio::time::timeout(after, route.gate.acquire()).await {
