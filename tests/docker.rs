@@ -104,3 +104,50 @@ async fn docker_api_missing_container_with_an_image_is_created() {
     );
     assert!(exists(&name), "{name} was not created");
 }
+
+#[tokio::test]
+async fn docker_api_a_request_arriving_while_the_container_stops_is_answered() {
+    if skip("docker_api_a_request_arriving_while_the_container_stops_is_answered") {
+        return;
+    }
+    ensure_image();
+    let sb = Sandbox::new();
+    let service = Service::start(&sb);
+    let mut containers = Containers::new("docker-race");
+    let port = free_port();
+    // httpd is the container's PID 1 and ignores SIGTERM: each stop takes the container's
+    // stop timeout (1 s), and the request below arrives during it.
+    let name = containers.create_httpd("web", port);
+    let config = container_route(
+        "docker",
+        "blog",
+        port,
+        service.socket(),
+        &name,
+        "idle_timeout = \"300ms\"",
+        "",
+    );
+    let rouse = Rouse::serve(&sb, &config);
+    assert_eq!(get(rouse.addr(), "blog.test").await.status, 200);
+    assert!(
+        rouse
+            .wait_log(&["backend stopping", "route=blog"], Duration::from_secs(5))
+            .await,
+        "not stopped after idle_timeout\n{}",
+        rouse.log()
+    );
+    let raced = rouse.log_count(&["backend stopped", "route=blog"]) == 0;
+    let resp = get(rouse.addr(), "blog.test").await;
+    assert_eq!(
+        (resp.status, resp.body.trim_end()),
+        (200, INDEX),
+        "request sent during the stop: {resp:?}\n{}",
+        rouse.log()
+    );
+    assert!(
+        raced,
+        "the stop had ended before the request:\n{}",
+        rouse.log()
+    );
+    assert_eq!(rouse.log_count(&["backend starting", "route=blog"]), 2);
+}

@@ -405,3 +405,79 @@ async fn a_unit_left_active_is_taken_over_at_start_and_stopped_when_idle() {
     );
     assert_eq!(sd.is_active("web.service"), "inactive");
 }
+
+#[tokio::test]
+async fn the_bus_going_away_is_a_clear_502_and_its_return_is_picked_up() {
+    let Some(unit) = web_unit_behind_rouse("busgone", "back", "idle_timeout = \"1s\"") else {
+        return;
+    };
+    let WebUnit { rouse, sd, .. } = &unit;
+    // The unit is stopped; then D-Bus goes away (socket and service both, so nothing
+    // restarts it on the next connection).
+    let out = sd.systemctl(&["stop", "dbus.socket", "dbus.service"]);
+    assert!(out.status.success(), "{out:?}");
+
+    let resp = get(rouse.addr(), "web.test").await;
+    assert_eq!(resp.status, 502, "{resp:?}");
+    assert!(
+        resp.body.contains("route \"web\"") && resp.body.contains(&sd.bus()),
+        "the 502 names neither the route nor the bus: {}",
+        resp.body
+    );
+    assert_eq!(sd.is_active("web.service"), "inactive");
+
+    // D-Bus is back: so is the site, without a restart of rouse.
+    let out = sd.systemctl(&["start", "dbus.socket", "dbus.service"]);
+    assert!(out.status.success(), "{out:?}");
+    let resp = get(rouse.addr(), "web.test").await;
+    assert_eq!(resp.status, 200, "{resp:?}");
+    assert_eq!(resp.body.trim_end(), "back");
+    assert!(
+        rouse
+            .wait_log(&["backend stopped", "route=web"], WAIT)
+            .await
+    );
+    assert_eq!(sd.is_active("web.service"), "inactive");
+}
+
+#[tokio::test]
+async fn a_request_arriving_while_the_unit_stops_is_answered() {
+    let Some(sd) = SystemdSandbox::start("stoprace") else {
+        return;
+    };
+    let port = free_port();
+    // A stop that takes a second (ExecStop runs before the main process is signalled), so the
+    // request below arrives while it is under way.
+    sd.write_unit(
+        "web.service",
+        &format!("{}ExecStop=/bin/sleep 1\n", static_unit(port, "again")),
+    );
+    sd.daemon_reload();
+    let sb = Sandbox::new();
+    let rouse = Rouse::serve(
+        &sb,
+        &systemd_route(
+            &sd,
+            "web",
+            port,
+            "web.service",
+            &[],
+            "idle_timeout = \"300ms\"",
+        ),
+    );
+    assert_eq!(get(rouse.addr(), "web.test").await.status, 200);
+    assert!(
+        rouse
+            .wait_log(&["backend stopping", "route=web"], WAIT)
+            .await,
+        "not stopped after idle_timeout"
+    );
+    let stopping = sd.is_active("web.service");
+    let resp = get(rouse.addr(), "web.test").await;
+    assert_eq!(resp.status, 200, "request sent during the stop: {resp:?}");
+    assert_eq!(resp.body.trim_end(), "again");
+    assert_eq!(stopping, "deactivating", "the stop was not under way");
+    assert_eq!(rouse.log_count(&["backend starting", "route=web"]), 2);
+    drop(rouse);
+    let _ = sd.systemctl(&["stop", "web.service"]);
+}
