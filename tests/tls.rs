@@ -385,6 +385,64 @@ async fn sighup_with_a_broken_certificate_keeps_the_one_in_use() {
 }
 
 #[tokio::test]
+async fn a_reload_adds_a_site_with_its_certificate_and_refuses_one_whose_certificate_is_missing() {
+    let sb = Sandbox::new();
+    let ca = Ca::new(&sb);
+    let a = ca.issue(&sb, "a", &["a.test"], Key::Ecdsa);
+    let b = ca.issue(&sb, "b", &["b.test"], Key::Ecdsa);
+    let backend = EchoBackend::start().await;
+    let site_a = tls_route("a", &["a.test"], backend.addr, &a);
+    let rouse = serve_https(&sb, None, &site_a);
+    let mut open = handshake(rouse.addr(), Hello::sni("a.test")).await.unwrap();
+    assert_eq!(request(&mut open, "a.test").await.status, 200);
+    // No certificate for b.test yet: an alert.
+    assert!(handshake(rouse.addr(), Hello::sni("b.test")).await.is_err());
+
+    let rewrite = |body: String| sb.write("rouse.toml", &(https_listener(None) + &body));
+    rewrite(site_a.clone() + &tls_route("b", &["b.test"], backend.addr, &b));
+    rouse.signal(libc::SIGHUP);
+    assert!(
+        rouse
+            .wait_log(&["config reloaded", "added: b"], Duration::from_secs(5))
+            .await,
+        "{}",
+        rouse.log()
+    );
+    let mut fresh = handshake(rouse.addr(), Hello::sni("b.test")).await.unwrap();
+    assert_eq!(presented(&fresh), b.der);
+    assert_eq!(request(&mut fresh, "b.test").await.status, 200);
+    // The connection made before the reload goes on, still only for its own site.
+    assert_eq!(request(&mut open, "a.test").await.status, 200);
+    assert_eq!(request(&mut open, "b.test").await.status, 421);
+
+    // A third site whose certificate file does not exist: the whole reload is refused.
+    let missing = Cert {
+        cert: sb.path("c-missing.crt"),
+        key: b.key.clone(),
+        der: b.der.clone(),
+    };
+    rewrite(
+        site_a
+            + &tls_route("b", &["b.test"], backend.addr, &b)
+            + &tls_route("c", &["c.test"], backend.addr, &missing),
+    );
+    rouse.signal(libc::SIGHUP);
+    assert!(
+        rouse
+            .wait_log(
+                &["config not reloaded", &sb.p("c-missing.crt")],
+                Duration::from_secs(5)
+            )
+            .await,
+        "{}",
+        rouse.log()
+    );
+    assert!(handshake(rouse.addr(), Hello::sni("c.test")).await.is_err());
+    let mut again = handshake(rouse.addr(), Hello::sni("b.test")).await.unwrap();
+    assert_eq!(request(&mut again, "b.test").await.status, 200);
+}
+
+#[tokio::test]
 async fn check_and_serve_refuse_a_missing_or_mismatched_certificate() {
     let sb = Sandbox::new();
     let ca = Ca::new(&sb);
