@@ -61,9 +61,17 @@ struct Live {
     done: Option<watch::Receiver<bool>>,
 }
 
+/// A config put in force: the new table, what changed, and the routes that must now retire
+/// (they serve until the table is swapped).
+struct Applied {
+    table: Table,
+    changes: Changes,
+    retired: Vec<Live>,
+}
+
 /// What a reload changed, for the log and for `rouse reload`.
 #[derive(Debug, Default)]
-pub(super) struct Changes {
+struct Changes {
     added: Vec<String>,
     changed: Vec<String>,
     removed: Vec<String>,
@@ -117,8 +125,8 @@ impl Routes {
             claims: Arc::new(Claims::default()),
             running: Activity::new(),
         };
-        let (table, _) = routes.apply(config, tls)?;
-        Ok((routes, table))
+        let applied = routes.apply(config, tls)?;
+        Ok((routes, applied.table))
     }
 
     /// The config in force.
@@ -130,41 +138,42 @@ impl Routes {
     /// force. On any error the routes in force stay as they are.
     pub(super) async fn reload(&mut self, app: &App) -> Result<String, String> {
         let path = self.config.path.clone();
-        let previous = app.table.load_full().tls.clone();
         // File reads (config, certificates): off the control thread's event loop.
-        let loaded = tokio::task::spawn_blocking(move || {
-            let next = Config::load(&path).map_err(|e| e.to_string())?;
-            let tls = Tls::load_next(&next, previous.as_deref()).map_err(|e| e.to_string())?;
-            Ok::<_, String>((next, tls.map(Arc::new)))
-        })
-        .await
-        .map_err(|e| format!("reload failed: {e}"))??;
-        let (next, tls) = loaded;
+        let next = tokio::task::spawn_blocking(move || Config::load(&path))
+            .await
+            .map_err(|e| format!("reload failed: {e}"))?
+            .map_err(|e| e.to_string())?;
         if let Some(what) = self.config.needs_restart_for(&next) {
             return Err(format!(
                 "{}: {what}: that takes a restart of rouse, not a reload",
                 next.path.display()
             ));
         }
+        let previous = app.table.load_full().tls.clone();
+        let (next, tls) = tokio::task::spawn_blocking(move || {
+            let tls = Tls::load_next(&next, previous.as_deref()).map_err(|e| e.to_string())?;
+            Ok::<_, String>((next, tls.map(Arc::new)))
+        })
+        .await
+        .map_err(|e| format!("reload failed: {e}"))??;
         let drain = next.proxy.drain_timeout;
-        let (table, changes) = self.apply(next, tls)?;
+        let Applied {
+            table,
+            changes,
+            retired,
+        } = self.apply(next, tls)?;
         let table = Arc::new(table);
         app.table.store(table.clone());
         app.view.routes.store(Arc::new(super::route_views(&table)));
-        for retired in changes.1 {
-            self.retire(retired, drain);
+        for live in retired {
+            self.retire(live, drain);
         }
-        Ok(changes.0.to_string())
+        Ok(changes.to_string())
     }
 
     /// Builds the table for `next` from the routes in force: keeps what is unchanged, starts
-    /// supervisors for what is new. Returns the table, and what changed with the routes that
-    /// must now retire (they still serve until the table is swapped).
-    fn apply(
-        &mut self,
-        next: Config,
-        tls: Option<Arc<Tls>>,
-    ) -> Result<(Table, (Changes, Vec<Live>)), String> {
+    /// supervisors for what is new.
+    fn apply(&mut self, next: Config, tls: Option<Arc<Tls>>) -> Result<Applied, String> {
         // Everything that can fail first, so a failure leaves nothing half-done.
         let mut upstream_tls = Vec::with_capacity(next.routes.len());
         for rc in &next.routes {
@@ -184,7 +193,7 @@ impl Routes {
             .map(Some)
             .collect();
         let mut changes = Changes::default();
-        let mut replaced = Vec::new();
+        let mut retired = Vec::new();
         let mut live = Vec::with_capacity(next.routes.len());
         for (rc, upstream_tls) in next.routes.iter().zip(upstream_tls) {
             let same_name = old
@@ -218,11 +227,11 @@ impl Routes {
             }
             let after = predecessor.as_ref().and_then(|p| p.done.clone());
             live.push(self.spawn(rc, upstream_tls, after, next.proxy.on_exit));
-            replaced.extend(predecessor);
+            retired.extend(predecessor);
         }
         for gone in old.into_iter().flatten() {
             changes.removed.push(gone.config.name.clone());
-            replaced.push(gone);
+            retired.push(gone);
         }
 
         let mut hosts = HostMap::default();
@@ -243,7 +252,11 @@ impl Routes {
         };
         self.live = live;
         self.config = next;
-        Ok((table, (changes, replaced)))
+        Ok(Applied {
+            table,
+            changes,
+            retired,
+        })
     }
 
     /// A new route with its supervisor, which waits for `after` (its predecessor's end)
