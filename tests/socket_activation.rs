@@ -97,3 +97,68 @@ async fn socket_activated_rouse_starts_the_unit_stops_it_exits_and_wakes_again()
         "expected one backend start per rouse run"
     );
 }
+
+#[tokio::test]
+async fn systemctl_reload_checks_the_config_then_rouse_applies_it() {
+    let Some(sd) = SystemdSandbox::start("reload") else {
+        return;
+    };
+    let proxy_port = free_port();
+    let backend_port = free_port();
+    sd.write_unit(
+        "web.service",
+        &format!(
+            "[Service]\nExecStart=/srv/bin/rouse static --listen 127.0.0.1:{backend_port} --body \"web\"\nTimeoutStopSec=2\n"
+        ),
+    );
+    let config = |hosts: &str| {
+        format!(
+            "[[listener]]\nname = \"http\"\nbind = \"127.0.0.1:{proxy_port}\"\n\n[[route]]\nname = \"web\"\nhosts = {hosts}\nupstream = \"127.0.0.1:{backend_port}\"\n[route.backend]\nkind = \"systemd\"\nunit = \"web.service\"\n"
+        )
+    };
+    let write = |text: &str| {
+        let out = sd.sh(&format!(
+            "mkdir -p /etc/rouse && cat > /etc/rouse/rouse.toml <<'EOF'\n{text}EOF\n"
+        ));
+        assert!(out.status.success(), "{out:?}");
+    };
+    write(&config("[\"web.test\"]"));
+    let out = sd.sh(
+        "/srv/bin/rouse units -c /etc/rouse/rouse.toml --output /etc/systemd/system --bin /srv/bin/rouse",
+    );
+    assert!(out.status.success(), "rouse units failed: {out:?}");
+    sd.daemon_reload();
+    assert!(sd.systemctl(&["start", "rouse.socket"]).status.success());
+    let addr = format!("127.0.0.1:{proxy_port}").parse().unwrap();
+    assert_eq!(get(addr, "web.test").await.status, 200);
+    assert_eq!(
+        sd.wait_state("rouse.service", &["active"], WAIT).await,
+        "active"
+    );
+    let main_pid = || {
+        let out = sd.systemctl(&["show", "-p", "MainPID", "--value", "rouse.service"]);
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    };
+    let pid = main_pid();
+
+    // A new host for the route: `systemctl reload` checks the file, then rouse applies it.
+    write(&config("[\"web.test\", \"www.test\"]"));
+    let out = sd.systemctl(&["reload", "rouse.service"]);
+    assert!(out.status.success(), "systemctl reload failed: {out:?}");
+    let resp = get(addr, "www.test").await;
+    assert_eq!((resp.status, resp.body.trim_end()), (200, "web"));
+    assert_eq!(main_pid(), pid, "rouse was restarted, not reloaded");
+    assert_eq!(sd.is_active("rouse.service"), "active");
+
+    // A broken file: the reload fails at the check, and rouse is not even signalled.
+    write(&config("[\"web.test\""));
+    let out = sd.systemctl(&["reload", "rouse.service"]);
+    assert!(!out.status.success(), "a broken config was reloaded");
+    assert_eq!(sd.is_active("rouse.service"), "active");
+    assert_eq!(main_pid(), pid);
+    assert_eq!(get(addr, "www.test").await.status, 200);
+    let journal = sd.sh("journalctl -u rouse.service -o cat");
+    let journal = String::from_utf8_lossy(&journal.stdout);
+    assert_eq!(journal.matches("config reloaded").count(), 1, "{journal}");
+    assert!(!journal.contains("config not reloaded"), "{journal}");
+}
