@@ -157,6 +157,9 @@ impl Routes {
         .await
         .map_err(|e| format!("reload failed: {e}"))??;
         let drain = next.proxy.drain_timeout;
+        // Forget the supervisors that have ended (retired by earlier reloads).
+        while self.supervisors.try_join_next().is_some() {}
+        self.stops.retain(|stop| stop.receiver_count() > 0);
         let Applied {
             table,
             changes,
