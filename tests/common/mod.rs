@@ -216,13 +216,33 @@ pub const LISTENER: &str =
 
 // === Ports and processes ===
 
-/// A port that was free a moment ago (bind :0, read, drop).
+/// A loopback port that was free a moment ago and that no other test of this process was given.
+///
+/// Drawn below the kernel's ephemeral range: a port from `bind(:0)` can be handed out again at
+/// once (two tests running side by side got the same one), and an ephemeral port may be taken
+/// as the local end of some client connection before the backend binds it.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    use std::collections::HashSet;
+    use std::hash::{BuildHasher, RandomState};
+    use std::sync::Mutex;
+    static GIVEN: Mutex<Option<HashSet<u16>>> = Mutex::new(None);
+    let ephemeral_low = fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next()?.parse::<u16>().ok())
+        .filter(|&low| low > 12_000)
+        .unwrap_or(32_768);
+    let random = RandomState::new();
+    let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
+    let given = given.get_or_insert_with(HashSet::new);
+    for attempt in 0u32.. {
+        let draw = random.hash_one((std::process::id(), attempt));
+        let port = 10_000 + (draw % u64::from(ephemeral_low - 10_000)) as u16;
+        if !given.contains(&port) && TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            given.insert(port);
+            return port;
+        }
+    }
+    unreachable!("no free port below {ephemeral_low}")
 }
 
 /// Whether `pid` is a running (not zombie) process.
