@@ -12,6 +12,14 @@ fn rewrite(sb: &Sandbox, body: &str) {
     sb.write("rouse.toml", &format!("{LISTENER}{body}"));
 }
 
+/// One request for `host` on an open keep-alive connection.
+async fn ask(conn: &mut Conn, host: &str) -> Response {
+    conn.send(&format!("GET / HTTP/1.1\r\nHost: {host}\r\n\r\n"))
+        .await
+        .unwrap();
+    conn.read_response().await.unwrap()
+}
+
 async fn reloaded(rouse: &Rouse, times: usize) -> bool {
     wait_until(Duration::from_secs(10), || {
         rouse.log_count(&["config reloaded"]) + rouse.log_count(&["config not reloaded"]) >= times
@@ -51,18 +59,10 @@ async fn a_reload_adds_changes_and_removes_routes_and_leaves_unchanged_ones_runn
 
     // A keep-alive connection to each of the routes that has a backend.
     let mut keep_conn = Conn::connect(rouse.addr()).await.unwrap();
-    keep_conn
-        .send("GET / HTTP/1.1\r\nHost: keep.test\r\n\r\n")
-        .await
-        .unwrap();
-    let resp = keep_conn.read_response().await.unwrap();
+    let resp = ask(&mut keep_conn, "keep.test").await;
     assert_eq!((resp.status, resp.body.trim_end()), (200, "kept"));
     let mut change_conn = Conn::connect(rouse.addr()).await.unwrap();
-    change_conn
-        .send("GET / HTTP/1.1\r\nHost: change.test\r\n\r\n")
-        .await
-        .unwrap();
-    let resp = change_conn.read_response().await.unwrap();
+    let resp = ask(&mut change_conn, "change.test").await;
     assert_eq!((resp.status, resp.body.trim_end()), (200, "old"));
     let old_pid = wait_pid(&sb, "old.pids", Duration::from_secs(5)).await;
     assert_eq!(get(rouse.addr(), "gone.test").await.status, 200);
@@ -88,11 +88,7 @@ async fn a_reload_adds_changes_and_removes_routes_and_leaves_unchanged_ones_runn
     );
 
     // The unchanged route: same connection, same backend process, and its new host.
-    keep_conn
-        .send("GET / HTTP/1.1\r\nHost: keep.test\r\n\r\n")
-        .await
-        .unwrap();
-    let resp = keep_conn.read_response().await.unwrap();
+    let resp = ask(&mut keep_conn, "keep.test").await;
     assert_eq!((resp.status, resp.body.trim_end()), (200, "kept"));
     let resp = get(rouse.addr(), "alias.test").await;
     assert_eq!((resp.status, resp.body.trim_end()), (200, "kept"));
@@ -104,11 +100,7 @@ async fn a_reload_adds_changes_and_removes_routes_and_leaves_unchanged_ones_runn
 
     // The changed route: the open connection goes on, its next request reaches the new backend;
     // the old one is stopped.
-    change_conn
-        .send("GET / HTTP/1.1\r\nHost: change.test\r\n\r\n")
-        .await
-        .unwrap();
-    let resp = change_conn.read_response().await.unwrap();
+    let resp = ask(&mut change_conn, "change.test").await;
     assert_eq!((resp.status, resp.body.trim_end()), (200, "new"));
     assert!(
         wait_until(Duration::from_secs(10), || !alive(old_pid)).await,
@@ -139,10 +131,7 @@ async fn an_invalid_config_is_refused_with_its_location_and_the_old_one_keeps_se
     let good = none_route("a", &["a.test"], echo.addr);
     let rouse = Rouse::serve(&sb, &good);
     let mut conn = Conn::connect(rouse.addr()).await.unwrap();
-    conn.send("GET / HTTP/1.1\r\nHost: a.test\r\n\r\n")
-        .await
-        .unwrap();
-    assert_eq!(conn.read_response().await.unwrap().status, 200);
+    assert_eq!(ask(&mut conn, "a.test").await.status, 200);
 
     // A bad value: the upstream of a new route, on the 4th line after what was there.
     let line = format!("{LISTENER}{good}").lines().count() + 4;
@@ -171,10 +160,7 @@ async fn an_invalid_config_is_refused_with_its_location_and_the_old_one_keeps_se
     );
 
     // The old config serves on, on the open connection and on new ones.
-    conn.send("GET / HTTP/1.1\r\nHost: a.test\r\n\r\n")
-        .await
-        .unwrap();
-    assert_eq!(conn.read_response().await.unwrap().status, 200);
+    assert_eq!(ask(&mut conn, "a.test").await.status, 200);
     assert_eq!(get(rouse.addr(), "a.test").await.status, 200);
     assert_eq!(get(rouse.addr(), "b.test").await.status, 404);
     assert_eq!(rouse.log_count(&["config reloaded"]), 0);
