@@ -15,7 +15,8 @@
 #     tcp           exec `rouse static` behind the tcp listener, idle 1s
 #     extra         exec, added and removed again by a reload (SIGHUP)
 #   load, all at once:
-#     oha -c 16 -q RATE (default 1000 req/s) for DURATION at steady
+#     oha -c 16 -q RATE (default 1000 req/s) for DURATION at steady (requests
+#     under way at the deadline are waited for, not counted as errors)
 #     every 1.5-4 s: oha -n 100 -c 20 at one of cold1..cold3, in turn
 #     every 2 s: one curl through the tcp listener (HTTP relayed as raw TCP)
 #     every RELOAD_EVERY (default 60 s): the config rewritten with or without
@@ -145,7 +146,7 @@ SAMPLER=$!
 PIDS+=("$SAMPLER")
 
 # The steady keep-alive load.
-"$OHA" --no-tui --output-format json -z "$DURATION" -c 16 -q "$RATE" \
+"$OHA" --no-tui --output-format json -z "$DURATION" --wait-ongoing-requests-after-deadline -c 16 -q "$RATE" \
     -H 'Host: steady.test' "http://127.0.0.1:$HTTP_PORT/" >"$TMP/steady.json" 2>"$TMP/steady.err" &
 STEADY_OHA=$!
 PIDS+=("$STEADY_OHA")
