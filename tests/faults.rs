@@ -138,8 +138,11 @@ async fn a_backend_that_dies_mid_request_costs_that_request_only_and_starts_agai
     }
     assert!(
         wait_until(Duration::from_secs(5), || sb.lines("b.pids") == 2
-            && !alive(second))
-        .await
+            && !alive(second)
+            && rouse.log_count(&["backend exited", "route=b"]) == 2)
+        .await,
+        "{}",
+        rouse.log()
     );
     let resp = get(rouse.addr(), "b.test").await;
     assert_eq!((resp.status, resp.body.as_str()), (200, "ok"), "{resp:?}");
