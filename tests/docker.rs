@@ -11,15 +11,21 @@ use std::time::Duration;
 use common::podman::*;
 use common::*;
 
-#[tokio::test]
-async fn docker_api_cold_start_then_idle_stop() {
-    if skip("docker_api_cold_start_then_idle_stop") {
-        return;
-    }
+/// A stopped httpd container behind rouse as route "blog" (`blog.test`), through the Docker
+/// API. Fields drop in order: rouse stops before its containers and the API service go.
+struct Blog {
+    rouse: Rouse,
+    name: String,
+    _containers: Containers,
+    _service: Service,
+    _sb: Sandbox,
+}
+
+fn blog_behind_rouse(tag: &str, idle_timeout: &str) -> Blog {
     ensure_image();
     let sb = Sandbox::new();
     let service = Service::start(&sb);
-    let mut containers = Containers::new("docker");
+    let mut containers = Containers::new(tag);
     let port = free_port();
     let name = containers.create_httpd("web", port);
     let config = container_route(
@@ -28,10 +34,25 @@ async fn docker_api_cold_start_then_idle_stop() {
         port,
         service.socket(),
         &name,
-        "idle_timeout = \"1s\"",
+        &format!("idle_timeout = \"{idle_timeout}\""),
         "",
     );
     let rouse = Rouse::serve(&sb, &config);
+    Blog {
+        rouse,
+        name,
+        _containers: containers,
+        _service: service,
+        _sb: sb,
+    }
+}
+
+#[tokio::test]
+async fn docker_api_cold_start_then_idle_stop() {
+    if skip("docker_api_cold_start_then_idle_stop") {
+        return;
+    }
+    let Blog { rouse, name, .. } = &blog_behind_rouse("docker", "1s");
 
     let started = std::time::Instant::now();
     let resp = get(rouse.addr(), "blog.test").await;
@@ -110,24 +131,9 @@ async fn docker_api_a_request_arriving_while_the_container_stops_is_answered() {
     if skip("docker_api_a_request_arriving_while_the_container_stops_is_answered") {
         return;
     }
-    ensure_image();
-    let sb = Sandbox::new();
-    let service = Service::start(&sb);
-    let mut containers = Containers::new("docker-race");
-    let port = free_port();
     // httpd is the container's PID 1 and ignores SIGTERM: each stop takes the container's
     // stop timeout (1 s), and the request below arrives during it.
-    let name = containers.create_httpd("web", port);
-    let config = container_route(
-        "docker",
-        "blog",
-        port,
-        service.socket(),
-        &name,
-        "idle_timeout = \"300ms\"",
-        "",
-    );
-    let rouse = Rouse::serve(&sb, &config);
+    let Blog { rouse, .. } = &blog_behind_rouse("docker-race", "300ms");
     assert_eq!(get(rouse.addr(), "blog.test").await.status, 200);
     assert!(
         rouse
