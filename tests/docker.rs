@@ -67,13 +67,13 @@ async fn docker_api_cold_start_then_idle_stop() {
         rouse.log()
     );
     assert!(
-        rouse.log_count(&["container started", &name]) == 1,
+        rouse.log_count(&["container started", name]) == 1,
         "{}",
         rouse.log()
     );
 
     assert!(
-        wait_for(Duration::from_secs(10), || !running(&name)).await,
+        wait_for(Duration::from_secs(10), || !running(name)).await,
         "{name} still runs 10s after its last request (idle_timeout 1s)\n{}",
         rouse.log()
     );
